@@ -1,0 +1,1 @@
+"""listenable: listen to what an audio scene classifier heard."""

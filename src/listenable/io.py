@@ -1,0 +1,143 @@
+"""Audio in and out: any file libsndfile reads, resampled to 48 kHz, two channels.
+
+Shapes: waveforms are ``(channels, samples)`` for one clip, ``(batch, channels, samples)``
+for a batch, float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from listenable.atomic import atomic_path
+from listenable.errors import AudioError
+
+__all__ = ["SAMPLE_RATE", "MIN_SAMPLES", "load_audio", "check_waveform", "write_audio"]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48_000
+#: The shortest clip the reference model can explain: 24 STFT frames -> 16 feature frames
+#: after the delta trims -> one frame of the top map (stride 16 in time).
+MIN_SAMPLES = 24_000
+
+
+def load_audio(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    min_samples: int = MIN_SAMPLES,
+) -> tuple[torch.Tensor, list[str]]:
+    """Read an audio file as a float32 stereo waveform ``(2, samples)`` at ``sample_rate``.
+
+    Mono is duplicated to left and right (with a warning); other sample rates are resampled
+    with soxr (high quality). Returns the waveform and a list of notes describing what was
+    done to it (for the explanation's JSON).
+
+    Raises:
+        AudioError: one line naming the file, for files that are missing, empty,
+            unreadable, have more than two channels, contain NaN/Inf or are too short.
+    """
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise AudioError(f"{name}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{name}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{name}: empty file (0 bytes)")
+    try:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises several types; all mean "unreadable"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{name}: not a readable audio file ({reason})") from None
+    notes: list[str] = []
+    wave = _conform(data.T, file_rate, name, notes, sample_rate, min_samples)
+    return wave, notes
+
+
+def check_waveform(
+    wave: torch.Tensor | np.ndarray,
+    *,
+    name: str = "waveform",
+    min_samples: int = MIN_SAMPLES,
+) -> torch.Tensor:
+    """Validate an in-memory waveform ``(channels, samples)`` or ``(batch, channels, samples)``
+    at 48 kHz and return it as float32 with two channels (mono duplicated)."""
+    wave = torch.as_tensor(wave)
+    if wave.ndim not in (2, 3):
+        raise AudioError(
+            f"{name}: expected (channels, samples) or (batch, channels, samples), "
+            f"got shape {tuple(wave.shape)}"
+        )
+    if not wave.is_floating_point():
+        raise AudioError(f"{name}: expected a float waveform in [-1, 1], got {wave.dtype}")
+    channels = wave.shape[-2]
+    if channels == 1:
+        warnings.warn(f"{name}: mono input, duplicated to left and right", stacklevel=3)
+        wave = torch.cat([wave, wave], dim=-2)
+    elif channels != 2:
+        raise AudioError(f"{name}: {channels} channels; listenable explains mono or stereo clips")
+    if wave.shape[-1] < min_samples:
+        raise AudioError(
+            f"{name}: too short ({wave.shape[-1]} samples = {wave.shape[-1] / SAMPLE_RATE:.3f} s);"
+            f" the model needs at least {min_samples / SAMPLE_RATE:.2f} s"
+        )
+    if not bool(torch.isfinite(wave).all()):
+        raise AudioError(f"{name}: contains NaN or Inf samples")
+    return wave.float()
+
+
+def _conform(data, file_rate, name, notes, sample_rate, min_samples) -> torch.Tensor:
+    channels, frames = data.shape
+    if frames == 0:
+        raise AudioError(f"{name}: no audio frames (empty file)")
+    if channels > 2:
+        raise AudioError(f"{name}: {channels} channels; listenable explains mono or stereo clips")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: contains NaN or Inf samples")
+    if channels == 1:
+        warnings.warn(f"{name}: mono file, duplicated to left and right", stacklevel=3)
+        notes.append("mono duplicated to left and right")
+        data = np.concatenate([data, data], axis=0)
+    if file_rate != sample_rate:
+        if frames * sample_rate / file_rate < min_samples:
+            raise AudioError(_too_short(name, frames / file_rate, min_samples / sample_rate))
+        data = soxr.resample(data.T, file_rate, sample_rate, quality="HQ").T
+        notes.append(f"resampled from {file_rate} Hz to {sample_rate} Hz")
+        log.info("%s: resampled %d -> %d Hz", name, file_rate, sample_rate)
+    if data.shape[1] < min_samples:
+        raise AudioError(_too_short(name, data.shape[1] / sample_rate, min_samples / sample_rate))
+    peak = float(np.abs(data).max())
+    if peak >= 1.0:
+        notes.append(f"peak {peak:.2f} at or above full scale (clipping)")
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
+def _too_short(name: str, seconds: float, minimum: float) -> str:
+    return f"{name}: too short ({seconds:.3f} s); the model needs at least {minimum:.2f} s"
+
+
+def write_audio(
+    path: str | os.PathLike,
+    wave: torch.Tensor | np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    subtype: str = "FLOAT",
+) -> None:
+    """Write ``(channels, samples)`` to a WAV/FLAC file atomically (temporary name, then rename).
+
+    The default subtype is 32-bit float, so a listenable output louder than the input
+    (it cannot be, but a residual can be) is never clipped.
+    """
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().cpu().float().numpy()
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.ascontiguousarray(wave.T), sample_rate, subtype=subtype)

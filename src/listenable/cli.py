@@ -1,0 +1,229 @@
+"""The ``listenable`` command line. It prints (with progress bars); the library only logs.
+
+Exit status: 0 success, 1 when any clip failed (the others are still processed),
+2 for usage errors. User errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from listenable.errors import ListenableError
+
+__all__ = ["main"]
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ListenableError("--device cuda: no CUDA device is available")
+    return name
+
+
+def _load_model(checkpoint: str | None, device: str):
+    from listenable.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint, device=device)
+    return model, meta
+
+
+def _progress(total: int, desc: str, unit: str = "clip"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                disable=None)
+
+
+# --- explain ---------------------------------------------------------------------------
+def _add_mask_options(p: argparse.ArgumentParser) -> None:
+    from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE
+
+    p.add_argument("--method", default="gradcam", help="attribution method (default gradcam)")
+    p.add_argument("--layer", default="fusion", help="layer the CAM reads (default fusion)")
+    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                   help="θ = this percentile of the normalised heatmap (default 75)")
+    p.add_argument("--delta", type=float, default=DEFAULT_DELTA,
+                   help="sigmoid slope 10^δ (default 2)")
+    p.add_argument("--mode", choices=("sigmoid", "hard", "soft"), default="sigmoid")
+
+
+def cmd_explain(args) -> int:
+    from listenable.writers import ExplanationWriter
+
+    device = _device(args.device)
+    model, meta = _load_model(args.checkpoint, device)
+    writer = ExplanationWriter(
+        model, meta, Path(args.out), method=args.method, layer=args.layer,
+        percentile=args.percentile, delta=args.delta, mode=args.mode, target=args.target,
+    )
+    failures = 0
+    bar = _progress(len(args.clips), "explain")
+    for clip in args.clips:
+        try:
+            stem = writer.explain_file(Path(clip))
+            bar.write(f"{clip}: {stem}.listenable.wav")
+        except ListenableError as exc:
+            failures += 1
+            bar.write(f"error: {exc}")
+        bar.update(1)
+    bar.close()
+    print(f"wrote {len(args.clips) - failures} explanation(s) to {args.out}"
+          + (f"; {failures} clip(s) failed" if failures else ""))
+    return 1 if failures else 0
+
+
+# --- scenes ----------------------------------------------------------------------------
+def cmd_scenes(args) -> int:
+    from listenable.data.scenes import CLASSES, write_scenes
+
+    total = len(CLASSES) * args.clips_per_class
+    bar = _progress(total, "scenes")
+
+    def progress(done, _total):
+        bar.n = done
+        bar.refresh()
+
+    out = write_scenes(Path(args.out), clips_per_class=args.clips_per_class, seed=args.seed,
+                       progress=progress)
+    bar.close()
+    print(f"wrote {total} clips in the TAU layout to {out}")
+    return 0
+
+
+# --- train -----------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from listenable.data import open_dataset
+    from listenable.train import TrainConfig, train
+
+    dataset = open_dataset(Path(args.data), split=args.split)
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+        device=_device(args.device),
+        extra={"provenance": {"command": "listenable " + " ".join(sys.argv[1:]),
+                              "data": str(args.data), "split": args.split, "seed": args.seed,
+                              "clips": len(dataset)}},
+    )
+    from tqdm import tqdm
+
+    bar = tqdm(desc="train", unit="clip", dynamic_ncols=True, file=sys.stderr, disable=None)
+
+    def on_batch(stats):
+        bar.update(stats["batch_clips"])
+        bar.set_postfix(epoch=stats["epoch"] + 1, loss=f"{stats['loss']:.3f}",
+                        acc=f"{stats['accuracy']:.3f}", clips_s=f"{stats['clips_per_s']:.1f}",
+                        lr=f"{stats['lr']:.2g}")
+
+    def on_epoch(record):
+        bar.write(f"epoch {record['epoch']}: loss {record['loss']:.4f} "
+                  f"accuracy {record['accuracy']:.4f} ({record['seconds']:.0f} s)")
+
+    out = train(dataset, Path(args.out), cfg, resume=args.resume, on_batch=on_batch,
+                on_epoch=on_epoch)
+    bar.close()
+    print(f"checkpoint: {out}")
+    return 0
+
+
+# --- score -----------------------------------------------------------------------------
+def cmd_score(args) -> int:
+    from listenable.data import open_dataset
+    from listenable.scoring import score, write_score
+
+    device = _device(args.device)
+    model, meta = _load_model(args.checkpoint, device)
+    dataset = open_dataset(Path(args.data), split=args.split)
+    bar = _progress(len(dataset), "score")
+    result = score(model, meta, dataset, batch_size=args.batch_size, workers=args.workers,
+                   progress=lambda n: bar.update(n))
+    bar.close()
+    write_score(result, Path(args.out))
+    print(f"accuracy {result['accuracy']:.4f} on {result['clips']} clips "
+          f"({args.split}); written to {args.out}")
+    for name, recall in result["per_class_recall"].items():
+        print(f"  {name:20s} {recall:.3f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="listenable", description="Listen to what an audio scene classifier heard."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("explain", help="explain clips: listenable + residual audio, JSON, figure")
+    p.add_argument("clips", nargs="+", help="audio files (wav, flac, ogg, ...)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--checkpoint", help="safetensors checkpoint (default: the shipped model)")
+    p.add_argument("--target", help="class name to explain (default: the predicted class)")
+    _add_mask_options(p)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--batch-size", type=int, default=1)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("scenes", help="generate synthetic scenes with planted events (TAU layout)")
+    p.add_argument("out")
+    p.add_argument("--clips-per-class", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_scenes)
+
+    p = sub.add_parser("train", help="train the McDonnell-Gao model with their recipe")
+    p.add_argument("data", help="TAU tree, class folders or a path,label CSV")
+    p.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--epochs", type=int, default=510)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="accuracy, per-class recall and confusion matrix")
+    p.add_argument("data")
+    p.add_argument("--out", required=True, help="output folder (score.json, confusion.png)")
+    p.add_argument("--checkpoint")
+    p.add_argument("--split", default="evaluate")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_score)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+#: Modules that add sub-commands register a ``(subparsers) -> None`` function here.
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return int(args.func(args) or 0)
+    except ListenableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

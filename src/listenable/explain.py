@@ -1,0 +1,224 @@
+"""``explain``: from a stereo clip to the sound the model used.
+
+    audio ─► stft ─► features ─► model ─► CAM ─► mapping ─► mask ─► istft ─► listenable
+
+Batched torch end to end on the model's device; no numpy in the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from listenable.cams import get_method
+from listenable.features import LogMelDeltas
+from listenable.io import SAMPLE_RATE, check_waveform, load_audio
+from listenable.mapping import SpectrogramMapping
+from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, binarise, normalise
+
+__all__ = ["Explanation", "Explainer", "explain"]
+
+
+@dataclass
+class Explanation:
+    """What the model used, for one clip or a batch (then every tensor has a leading batch
+    dimension and ``class_name`` is a list).
+
+    Attributes:
+        heatmap: raw CAM after ReLU, ``(n_mels, cam_frames)`` (a layer inside one band path
+            covers only its bands, see ``mel_bands``).
+        mask: ``(freq_bins, frames)`` in [0, 1] on the linear STFT grid.
+        listenable: the masked audio, same shape as the input waveform.
+        residual: input − listenable, i.e. the audio the mask removed.
+        probabilities: softmax over classes ``(n_classes,)``.
+        target: index of the explained class; ``class_name`` its name.
+        empty: the heatmap was flat (e.g. a silent clip): the mask is all zeros.
+        mask_area: mean of the mask (share of the TF bins kept).
+    """
+
+    heatmap: torch.Tensor
+    mask: torch.Tensor
+    listenable: torch.Tensor
+    residual: torch.Tensor
+    probabilities: torch.Tensor
+    target: torch.Tensor | int
+    class_name: str | list[str]
+    sample_rate: int
+    empty: torch.Tensor | bool
+    mask_area: torch.Tensor | float
+    mel_bands: tuple[int, int] = (0, 128)
+    settings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def batched(self) -> bool:
+        return self.mask.ndim == 3
+
+    def __len__(self) -> int:
+        return self.mask.shape[0] if self.batched else 1
+
+    def item(self, i: int) -> Explanation:
+        """The ``i``-th clip of a batched explanation."""
+        if not self.batched:
+            raise IndexError("not a batched explanation")
+        return replace(
+            self,
+            heatmap=self.heatmap[i],
+            mask=self.mask[i],
+            listenable=self.listenable[i],
+            residual=self.residual[i],
+            probabilities=self.probabilities[i],
+            target=int(self.target[i]),
+            class_name=self.class_name[i],
+            empty=bool(self.empty[i]),
+            mask_area=float(self.mask_area[i]),
+            notes=self.notes[i] if self.notes and isinstance(self.notes[0], list) else self.notes,
+        )
+
+    def __iter__(self):
+        return (self.item(i) for i in range(len(self)))
+
+
+class Explainer:
+    """A reusable explain pipeline for one model and one set of settings.
+
+    ``Explainer(model)(waveforms)`` with ``waveforms (batch, 2, samples)`` at 48 kHz returns a
+    batched :class:`Explanation`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        method: str = "gradcam",
+        layer: str = "fusion",
+        percentile: float = DEFAULT_PERCENTILE,
+        delta: float = DEFAULT_DELTA,
+        mode: str = "sigmoid",
+        class_names: list[str] | None = None,
+        features: LogMelDeltas | None = None,
+        method_options: dict | None = None,
+    ) -> None:
+        self.model = model.eval()
+        device = next(model.parameters()).device
+        self.features = (features or LogMelDeltas()).to(device)
+        self.mapping = SpectrogramMapping(self.features)
+        self.cam = get_method(method)(model, layer, **(method_options or {}))
+        self.method = method
+        self.layer = layer
+        self.percentile = percentile
+        self.delta = delta
+        self.mode = mode
+        n_classes = getattr(model, "n_classes", None)
+        self.class_names = list(
+            class_names or getattr(model, "class_names", None) or [str(i) for i in range(n_classes or 0)]
+        )
+        bands = getattr(model, "mel_bands", None)
+        self.mel_bands = bands(layer) if bands else (0, self.features.n_mels)
+        binarise(torch.zeros(1, 2, 2), mode=mode, percentile_=percentile, delta=delta)  # validate
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.window.device
+
+    @property
+    def settings(self) -> dict:
+        return {"method": self.method, "layer": self.layer, "percentile": self.percentile,
+                "delta": self.delta, "mode": self.mode}
+
+    def target_index(self, target) -> int | list | None:
+        """Accept a class name, an index, or a list of either."""
+        if target is None:
+            return None
+        if isinstance(target, (list, tuple)):
+            return [self.target_index(t) for t in target]
+        if isinstance(target, str):
+            if target not in self.class_names:
+                raise ValueError(f"unknown target class {target!r}; classes: {self.class_names}")
+            return self.class_names.index(target)
+        return int(target)
+
+    def masks(self, spectrum: torch.Tensor, target=None):
+        """``spectrum (batch, 2, bins, frames)`` → ``(heatmap, mask, logits, target, empty)``."""
+        feats = self.features.from_stft(spectrum)
+        result = self.cam(feats, self.target_index(target))
+        grid = self.mapping(result.heatmap, spectrum.shape[-1], self.mel_bands)
+        normed, empty = normalise(grid)
+        silent = spectrum.abs().flatten(1).amax(dim=1) == 0
+        empty = empty | silent
+        mask = binarise(normed, mode=self.mode, percentile_=self.percentile, delta=self.delta,
+                        empty=empty)
+        return result.heatmap, mask, result.logits, result.target, empty
+
+    def __call__(self, waveforms: torch.Tensor, target=None) -> Explanation:
+        waveforms = waveforms.to(self.device)
+        spectrum = self.features.stft(waveforms)
+        heatmap, mask, logits, target_idx, empty = self.masks(spectrum, target)
+        with torch.no_grad():
+            listenable = self.features.istft(spectrum * mask[:, None], waveforms.shape[-1])
+            residual = waveforms - listenable
+        return Explanation(
+            heatmap=heatmap,
+            mask=mask,
+            listenable=listenable,
+            residual=residual,
+            probabilities=torch.softmax(logits, dim=1),
+            target=target_idx,
+            class_name=[self.class_names[i] for i in target_idx.tolist()],
+            sample_rate=self.features.sample_rate,
+            empty=empty,
+            mask_area=mask.flatten(1).mean(dim=1),
+            mel_bands=self.mel_bands,
+            settings=self.settings,
+        )
+
+
+def explain(
+    audio,
+    model: nn.Module | None = None,
+    *,
+    target=None,
+    method: str = "gradcam",
+    layer: str = "fusion",
+    percentile: float = DEFAULT_PERCENTILE,
+    delta: float = DEFAULT_DELTA,
+    mode: str = "sigmoid",
+    class_names: list[str] | None = None,
+) -> Explanation:
+    """Explain what ``model`` used in ``audio``, as a mask and as listenable audio.
+
+    Args:
+        audio: a path to an audio file; a waveform ``(channels, samples)`` at 48 kHz; or a
+            batch ``(batch, channels, samples)``.
+        model: a scene classifier taking ``(batch, 6, 128, frames)`` features; ``None`` loads
+            the shipped model.
+        target: class index or name to explain (one per clip for a batch); ``None`` = the
+            predicted class.
+        method, layer: the attribution method and the layer it reads (default: Grad-CAM on
+            the fused top map).
+        percentile, delta, mode: the mask (see :mod:`listenable.masking`).
+
+    Returns:
+        An :class:`Explanation`; batched when ``audio`` was a batch.
+    """
+    if model is None:
+        from listenable.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint()
+    notes: list[str] = []
+    if isinstance(audio, (str, os.PathLike)):
+        wave, notes = load_audio(Path(audio))
+        batch, batched = wave[None], False
+    else:
+        wave = check_waveform(audio)
+        batched = wave.ndim == 3
+        batch = wave if batched else wave[None]
+    explainer = Explainer(model, method=method, layer=layer, percentile=percentile, delta=delta,
+                          mode=mode, class_names=class_names)
+    result = explainer(batch, target)
+    result.notes = notes
+    return result if batched else result.item(0)

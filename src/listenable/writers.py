@@ -1,0 +1,111 @@
+"""Write one explanation to disk: listenable and residual WAVs, a JSON record, a figure.
+
+Used by ``listenable explain`` and by ``analyze``. Every file is written atomically; an
+output never replaces an input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from listenable.atomic import write_json
+from listenable.errors import ListenableError
+from listenable.explain import Explainer, Explanation
+from listenable.io import load_audio, write_audio
+
+__all__ = ["ExplanationWriter", "explanation_record"]
+
+
+def explanation_record(expl: Explanation, class_names: list[str]) -> dict:
+    """The JSON-serialisable summary of one (unbatched) explanation."""
+    probs = expl.probabilities.tolist()
+    predicted = int(torch.as_tensor(expl.probabilities).argmax())
+    return {
+        "predicted": class_names[predicted],
+        "confidence": probs[predicted],
+        "probabilities": dict(zip(class_names, probs)),
+        "target": expl.class_name,
+        "target_index": int(expl.target),
+        "mask_area": float(expl.mask_area),
+        "empty_mask": bool(expl.empty),
+        "settings": expl.settings,
+        "mel_bands": list(expl.mel_bands),
+        "notes": list(expl.notes),
+    }
+
+
+class ExplanationWriter:
+    """Explain files one by one into ``out``: ``<stem>.listenable.wav``, ``<stem>.residual.wav``,
+    ``<stem>.json`` and ``<stem>.png``."""
+
+    def __init__(self, model, meta: dict, out: Path, *, target: str | None = None,
+                 figures: bool = True, **settings) -> None:
+        self.class_names = list(meta["class_names"])
+        self.explainer = Explainer(model, class_names=self.class_names, **settings)
+        self.out = Path(out)
+        self.target = target
+        self.figures = figures
+        self._stems: set[str] = set()
+        if target is not None:
+            self.explainer.target_index(target)  # unknown class: fail before any work
+
+    def unique_stem(self, path: Path) -> str:
+        stem, n = path.stem, 1
+        while stem in self._stems:
+            n += 1
+            stem = f"{path.stem}-{n}"
+        self._stems.add(stem)
+        return stem
+
+    def explain_file(self, path: Path, stem: str | None = None) -> str:
+        """Explain one file and write its outputs; returns the output stem."""
+        wave, notes = load_audio(path)
+        stem = stem or self.unique_stem(path)
+        expl = self.explainer(wave[None], self.target).item(0)
+        expl.notes = notes
+        self.write(expl, wave, stem, source=path)
+        return stem
+
+    def write(self, expl: Explanation, wave: torch.Tensor, stem: str, *, source: Path | None = None,
+              extra: dict | None = None) -> dict[str, Path]:
+        out = self.out
+        paths = {
+            "listenable": out / f"{stem}.listenable.wav",
+            "residual": out / f"{stem}.residual.wav",
+            "json": out / f"{stem}.json",
+            "figure": out / f"{stem}.png",
+        }
+        if source is not None:
+            src = os.path.realpath(source)
+            for p in paths.values():
+                if os.path.realpath(p) == src:
+                    raise ListenableError(f"{source}: output {p} would overwrite the input")
+        write_audio(paths["listenable"], expl.listenable, expl.sample_rate)
+        write_audio(paths["residual"], expl.residual, expl.sample_rate)
+        if self.figures:
+            self.figure(paths["figure"], expl, wave)
+        record = explanation_record(expl, self.class_names)
+        record["source"] = str(source) if source is not None else None
+        record["duration_s"] = wave.shape[-1] / expl.sample_rate
+        record.update(extra or {})
+        write_json(paths["json"], record)
+        return paths
+
+    def figure(self, path: Path, expl: Explanation, wave: torch.Tensor) -> None:
+        from listenable.masking import normalise
+        from listenable.report.figures import explanation_figure
+
+        feats = self.explainer.features
+        spectrum = feats.stft(wave[None].to(feats.window.device))[0].cpu()
+        grid = self.explainer.mapping(expl.heatmap[None], spectrum.shape[-1], expl.mel_bands)
+        normed, _ = normalise(grid.cpu())
+        title = (f"{source_title(expl)}")
+        explanation_figure(path, spectrum, normed[0], expl.mask.cpu(), title=title)
+
+
+def source_title(expl: Explanation) -> str:
+    p = float(expl.probabilities[int(expl.target)])
+    return f"explained class: {expl.class_name} (p = {p:.2f}), mask area {float(expl.mask_area):.2f}"

@@ -42,8 +42,9 @@ def test_gradcam_equals_captum_on_fusion(model10):
     x = torch.randn(2, 6, 128, 120)
     for target in (0, 7):
         ours = GradCAM(model10, "fusion")(x, target=target).heatmap
-        ref = LayerGradCam(model10, model10.fusion).attribute(x, target=target,
-                                                              relu_attributions=True)
+        ref = LayerGradCam(model10, model10.fusion).attribute(
+            x, target=target, relu_attributions=True
+        )
         torch.testing.assert_close(ours, ref[:, 0].detach(), rtol=1e-4, atol=1e-9)
 
 

@@ -10,10 +10,17 @@ def librosa_features(x: np.ndarray) -> np.ndarray:
     """The McDonnell-Gao features computed with librosa, mismatched defaults set explicitly."""
     chans = []
     for ch in x.astype(np.float64):
-        S = np.abs(librosa.stft(ch, n_fft=2048, hop_length=1024, window="hann", center=True,
-                                pad_mode="reflect")) ** 2
-        mel = librosa.feature.melspectrogram(S=S, sr=48_000, n_mels=128, fmin=0, fmax=24_000,
-                                             htk=True, norm=None)
+        S = (
+            np.abs(
+                librosa.stft(
+                    ch, n_fft=2048, hop_length=1024, window="hann", center=True, pad_mode="reflect"
+                )
+            )
+            ** 2
+        )
+        mel = librosa.feature.melspectrogram(
+            S=S, sr=48_000, n_mels=128, fmin=0, fmax=24_000, htk=True, norm=None
+        )
         chans.append(np.log(mel + 1e-8))
     logmel = np.stack(chans)  # (2, 128, T)
     d1 = librosa.feature.delta(logmel, width=5, axis=-1, mode="interp")[..., 2:-2]
@@ -23,8 +30,16 @@ def librosa_features(x: np.ndarray) -> np.ndarray:
 
 def test_filterbank_matches_librosa():
     ours = mel_filterbank(48_000, 2048, 128).numpy()
-    ref = librosa.filters.mel(sr=48_000, n_fft=2048, n_mels=128, fmin=0, fmax=24_000, htk=True,
-                              norm=None, dtype=np.float64)
+    ref = librosa.filters.mel(
+        sr=48_000,
+        n_fft=2048,
+        n_mels=128,
+        fmin=0,
+        fmax=24_000,
+        htk=True,
+        norm=None,
+        dtype=np.float64,
+    )
     np.testing.assert_allclose(ours, ref, atol=1e-10)
 
 

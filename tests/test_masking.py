@@ -9,8 +9,9 @@ from listenable.masking import apply_mask, binarise, normalise, percentile
 def test_percentile_equals_numpy(rng):
     x = torch.from_numpy(rng.random((3, 50, 7)))
     for q in (0, 25, 75, 90.5, 100):
-        np.testing.assert_allclose(percentile(x, q).numpy(),
-                                   np.percentile(x.numpy().reshape(3, -1), q, axis=1))
+        np.testing.assert_allclose(
+            percentile(x, q).numpy(), np.percentile(x.numpy().reshape(3, -1), q, axis=1)
+        )
 
 
 def test_normalise_and_flat():

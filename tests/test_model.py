@@ -35,8 +35,9 @@ def test_variable_length(model10):
 
 def test_only_first_bn_of_each_path_is_affine():
     model = McDonnellGao()
-    affine = [n for n, m in model.named_modules()
-              if isinstance(m, torch.nn.BatchNorm2d) and m.affine]
+    affine = [
+        n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and m.affine
+    ]
     assert affine == ["low.bn", "high.bn"]
     assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 

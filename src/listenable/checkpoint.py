@@ -64,7 +64,9 @@ def save_checkpoint(
         path = path.with_suffix(".safetensors")
     n_classes = getattr(model, "n_classes", None)
     if n_classes is not None and len(class_names) != n_classes:
-        raise CheckpointError(f"{path}: {len(class_names)} class names for a {n_classes}-class model")
+        raise CheckpointError(
+            f"{path}: {len(class_names)} class names for a {n_classes}-class model"
+        )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     features = features or LogMelDeltas()
     meta = {
@@ -138,6 +140,7 @@ def load_checkpoint(
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf")
     model.load_state_dict(tensors)
+    model.class_names = list(meta["class_names"])
     return model.to(device).eval(), meta
 
 
@@ -160,8 +163,21 @@ def _validate_metadata(meta: object, where: Path) -> None:
     for key, value in feats.items():
         if key not in known:
             raise CheckpointError(f"{where}: unknown feature setting {key!r}")
-        if key in ("window", "center", "pad_mode", "mel_scale", "mel_norm", "log_offset",
-                   "delta_width", "frame_offset", "fmin") and value != known[key]:
+        if (
+            key
+            in (
+                "window",
+                "center",
+                "pad_mode",
+                "mel_scale",
+                "mel_norm",
+                "log_offset",
+                "delta_width",
+                "frame_offset",
+                "fmin",
+            )
+            and value != known[key]
+        ):
             raise CheckpointError(
                 f"{where}: feature setting {key}={value!r} is not one listenable computes "
                 f"({known[key]!r})"

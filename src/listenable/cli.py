@@ -37,8 +37,9 @@ def _load_model(checkpoint: str | None, device: str):
 def _progress(total: int, desc: str, unit: str = "clip"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
-                disable=None)
+    return tqdm(
+        total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=None
+    )
 
 
 # --- explain ---------------------------------------------------------------------------
@@ -47,10 +48,15 @@ def _add_mask_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--method", default="gradcam", help="attribution method (default gradcam)")
     p.add_argument("--layer", default="fusion", help="layer the CAM reads (default fusion)")
-    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
-                   help="θ = this percentile of the normalised heatmap (default 75)")
-    p.add_argument("--delta", type=float, default=DEFAULT_DELTA,
-                   help="sigmoid slope 10^δ (default 2)")
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=DEFAULT_PERCENTILE,
+        help="θ = this percentile of the normalised heatmap (default 75)",
+    )
+    p.add_argument(
+        "--delta", type=float, default=DEFAULT_DELTA, help="sigmoid slope 10^δ (default 2)"
+    )
     p.add_argument("--mode", choices=("sigmoid", "hard", "soft"), default="sigmoid")
 
 
@@ -60,8 +66,15 @@ def cmd_explain(args) -> int:
     device = _device(args.device)
     model, meta = _load_model(args.checkpoint, device)
     writer = ExplanationWriter(
-        model, meta, Path(args.out), method=args.method, layer=args.layer,
-        percentile=args.percentile, delta=args.delta, mode=args.mode, target=args.target,
+        model,
+        meta,
+        Path(args.out),
+        method=args.method,
+        layer=args.layer,
+        percentile=args.percentile,
+        delta=args.delta,
+        mode=args.mode,
+        target=args.target,
     )
     failures = 0
     bar = _progress(len(args.clips), "explain")
@@ -74,8 +87,10 @@ def cmd_explain(args) -> int:
             bar.write(f"error: {exc}")
         bar.update(1)
     bar.close()
-    print(f"wrote {len(args.clips) - failures} explanation(s) to {args.out}"
-          + (f"; {failures} clip(s) failed" if failures else ""))
+    print(
+        f"wrote {len(args.clips) - failures} explanation(s) to {args.out}"
+        + (f"; {failures} clip(s) failed" if failures else "")
+    )
     return 1 if failures else 0
 
 
@@ -90,8 +105,9 @@ def cmd_scenes(args) -> int:
         bar.n = done
         bar.refresh()
 
-    out = write_scenes(Path(args.out), clips_per_class=args.clips_per_class, seed=args.seed,
-                       progress=progress)
+    out = write_scenes(
+        Path(args.out), clips_per_class=args.clips_per_class, seed=args.seed, progress=progress
+    )
     bar.close()
     print(f"wrote {total} clips in the TAU layout to {out}")
     return 0
@@ -104,11 +120,20 @@ def cmd_train(args) -> int:
 
     dataset = open_dataset(Path(args.data), split=args.split)
     cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        workers=args.workers,
         device=_device(args.device),
-        extra={"provenance": {"command": "listenable " + " ".join(sys.argv[1:]),
-                              "data": str(args.data), "split": args.split, "seed": args.seed,
-                              "clips": len(dataset)}},
+        extra={
+            "provenance": {
+                "command": "listenable " + " ".join(sys.argv[1:]),
+                "data": str(args.data),
+                "split": args.split,
+                "seed": args.seed,
+                "clips": len(dataset),
+            }
+        },
     )
     from tqdm import tqdm
 
@@ -116,16 +141,23 @@ def cmd_train(args) -> int:
 
     def on_batch(stats):
         bar.update(stats["batch_clips"])
-        bar.set_postfix(epoch=stats["epoch"] + 1, loss=f"{stats['loss']:.3f}",
-                        acc=f"{stats['accuracy']:.3f}", clips_s=f"{stats['clips_per_s']:.1f}",
-                        lr=f"{stats['lr']:.2g}")
+        bar.set_postfix(
+            epoch=stats["epoch"] + 1,
+            loss=f"{stats['loss']:.3f}",
+            acc=f"{stats['accuracy']:.3f}",
+            clips_s=f"{stats['clips_per_s']:.1f}",
+            lr=f"{stats['lr']:.2g}",
+        )
 
     def on_epoch(record):
-        bar.write(f"epoch {record['epoch']}: loss {record['loss']:.4f} "
-                  f"accuracy {record['accuracy']:.4f} ({record['seconds']:.0f} s)")
+        bar.write(
+            f"epoch {record['epoch']}: loss {record['loss']:.4f} "
+            f"accuracy {record['accuracy']:.4f} ({record['seconds']:.0f} s)"
+        )
 
-    out = train(dataset, Path(args.out), cfg, resume=args.resume, on_batch=on_batch,
-                on_epoch=on_epoch)
+    out = train(
+        dataset, Path(args.out), cfg, resume=args.resume, on_batch=on_batch, on_epoch=on_epoch
+    )
     bar.close()
     print(f"checkpoint: {out}")
     return 0
@@ -140,12 +172,20 @@ def cmd_score(args) -> int:
     model, meta = _load_model(args.checkpoint, device)
     dataset = open_dataset(Path(args.data), split=args.split)
     bar = _progress(len(dataset), "score")
-    result = score(model, meta, dataset, batch_size=args.batch_size, workers=args.workers,
-                   progress=lambda n: bar.update(n))
+    result = score(
+        model,
+        meta,
+        dataset,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=lambda n: bar.update(n),
+    )
     bar.close()
     write_score(result, Path(args.out))
-    print(f"accuracy {result['accuracy']:.4f} on {result['clips']} clips "
-          f"({args.split}); written to {args.out}")
+    print(
+        f"accuracy {result['accuracy']:.4f} on {result['clips']} clips "
+        f"({args.split}); written to {args.out}"
+    )
     for name, recall in result["per_class_recall"].items():
         print(f"  {name:20s} {recall:.3f}")
     return 0
@@ -208,8 +248,10 @@ _EXTRA_COMMANDS: list = []
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:

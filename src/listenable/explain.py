@@ -16,7 +16,7 @@ from torch import nn
 
 from listenable.cams import get_method
 from listenable.features import LogMelDeltas
-from listenable.io import SAMPLE_RATE, check_waveform, load_audio
+from listenable.io import check_waveform, load_audio
 from listenable.mapping import SpectrogramMapping
 from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, binarise, normalise
 
@@ -115,7 +115,9 @@ class Explainer:
         self.mode = mode
         n_classes = getattr(model, "n_classes", None)
         self.class_names = list(
-            class_names or getattr(model, "class_names", None) or [str(i) for i in range(n_classes or 0)]
+            class_names
+            or getattr(model, "class_names", None)
+            or [str(i) for i in range(n_classes or 0)]
         )
         bands = getattr(model, "mel_bands", None)
         self.mel_bands = bands(layer) if bands else (0, self.features.n_mels)
@@ -127,8 +129,13 @@ class Explainer:
 
     @property
     def settings(self) -> dict:
-        return {"method": self.method, "layer": self.layer, "percentile": self.percentile,
-                "delta": self.delta, "mode": self.mode}
+        return {
+            "method": self.method,
+            "layer": self.layer,
+            "percentile": self.percentile,
+            "delta": self.delta,
+            "mode": self.mode,
+        }
 
     def target_index(self, target) -> int | list | None:
         """Accept a class name, an index, or a list of either."""
@@ -150,8 +157,9 @@ class Explainer:
         normed, empty = normalise(grid)
         silent = spectrum.abs().flatten(1).amax(dim=1) == 0
         empty = empty | silent
-        mask = binarise(normed, mode=self.mode, percentile_=self.percentile, delta=self.delta,
-                        empty=empty)
+        mask = binarise(
+            normed, mode=self.mode, percentile_=self.percentile, delta=self.delta, empty=empty
+        )
         return result.heatmap, mask, result.logits, result.target, empty
 
     def __call__(self, waveforms: torch.Tensor, target=None) -> Explanation:
@@ -217,8 +225,15 @@ def explain(
         wave = check_waveform(audio)
         batched = wave.ndim == 3
         batch = wave if batched else wave[None]
-    explainer = Explainer(model, method=method, layer=layer, percentile=percentile, delta=delta,
-                          mode=mode, class_names=class_names)
+    explainer = Explainer(
+        model,
+        method=method,
+        layer=layer,
+        percentile=percentile,
+        delta=delta,
+        mode=mode,
+        class_names=class_names,
+    )
     result = explainer(batch, target)
     result.notes = notes
     return result if batched else result.item(0)

@@ -65,7 +65,9 @@ def delta(x: torch.Tensor, width: int = 5) -> torch.Tensor:
     norm = 2.0 * sum(n * n for n in range(1, half + 1))
     out = torch.zeros_like(x[..., half : frames - half])
     for n in range(1, half + 1):
-        out = out + n * (x[..., half + n : frames - half + n] - x[..., half - n : frames - half - n])
+        out = out + n * (
+            x[..., half + n : frames - half + n] - x[..., half - n : frames - half - n]
+        )
     return out / norm
 
 
@@ -172,4 +174,3 @@ class LogMelDeltas(nn.Module):
             f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
             f"n_mels={self.n_mels}, fmin={self.fmin}, fmax={self.fmax}"
         )
-

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import torch
 
-from listenable.features import LogMelDeltas, mel_to_hz, hz_to_mel
+from listenable.features import LogMelDeltas, hz_to_mel, mel_to_hz
 
 __all__ = ["SpectrogramMapping", "frequency_matrix", "time_matrix", "cam_stride"]
 
 
-def frequency_matrix(filterbank: torch.Tensor, sample_rate: int, fmin: float, fmax: float) -> torch.Tensor:
+def frequency_matrix(
+    filterbank: torch.Tensor, sample_rate: int, fmin: float, fmax: float
+) -> torch.Tensor:
     """``(freq_bins, n_mels)`` matrix whose rows are convex weights over the mel bands."""
     fb = filterbank.double()  # (n_mels, bins)
     n_mels, bins = fb.shape
@@ -36,8 +38,9 @@ def frequency_matrix(filterbank: torch.Tensor, sample_rate: int, fmin: float, fm
     mat = (fb / cover.clamp_min(1e-30)).T.clone()  # (bins, n_mels)
     uncovered = cover <= 0
     if bool(uncovered.any()):
-        mel_points = torch.linspace(float(hz_to_mel(fmin)), float(hz_to_mel(fmax)), n_mels + 2,
-                                    dtype=torch.float64)
+        mel_points = torch.linspace(
+            float(hz_to_mel(fmin)), float(hz_to_mel(fmax)), n_mels + 2, dtype=torch.float64
+        )
         centres = mel_to_hz(mel_points[1:-1])
         freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
         nearest = (freqs[uncovered, None] - centres[None, :]).abs().argmin(dim=1)
@@ -79,13 +82,19 @@ class SpectrogramMapping:
 
     def __init__(self, features: LogMelDeltas) -> None:
         self.features = features
-        self._freq = frequency_matrix(features.filterbank, features.sample_rate, features.fmin,
-                                      features.fmax)
+        self._freq = frequency_matrix(
+            features.filterbank, features.sample_rate, features.fmin, features.fmax
+        )
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matrices(
-        self, cam_shape: tuple[int, int], frames: int, mel_bands: tuple[int, int] | None = None,
-        *, device=None, dtype=torch.float32,
+        self,
+        cam_shape: tuple[int, int],
+        frames: int,
+        mel_bands: tuple[int, int] | None = None,
+        *,
+        device=None,
+        dtype=torch.float32,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F, T)`` with ``F (freq_bins, cam_freq)`` and ``T (frames, cam_frames)``."""
         cam_freq, cam_frames = cam_shape
@@ -108,6 +117,7 @@ class SpectrogramMapping:
         self, heatmap: torch.Tensor, frames: int, mel_bands: tuple[int, int] | None = None
     ) -> torch.Tensor:
         """``(batch, cam_freq, cam_frames)`` → ``(batch, freq_bins, frames)``."""
-        freq, tmat = self.matrices(tuple(heatmap.shape[-2:]), frames, mel_bands,
-                                   device=heatmap.device, dtype=heatmap.dtype)
+        freq, tmat = self.matrices(
+            tuple(heatmap.shape[-2:]), frames, mel_bands, device=heatmap.device, dtype=heatmap.dtype
+        )
         return freq @ heatmap @ tmat.T

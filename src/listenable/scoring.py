@@ -16,15 +16,23 @@ __all__ = ["predict", "score", "write_score"]
 
 
 @torch.no_grad()
-def predict(model, meta: dict, dataset, *, batch_size: int = 16, workers: int = 0,
-            progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+def predict(
+    model,
+    meta: dict,
+    dataset,
+    *,
+    batch_size: int = 16,
+    workers: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list]:
     """Softmax probabilities ``(clips, classes)``, labels ``(clips,)`` and paths."""
     from listenable.data import collate_clips
 
     device = next(model.parameters()).device
     features = features_for(meta).to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_clips)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips
+    )
     probs, labels, paths = [], [], []
     for wave, label, path in loader:
         logits = model(features(wave.to(device)))
@@ -55,8 +63,9 @@ def score(model, meta: dict, dataset, **kwargs) -> dict:
     confusion = np.zeros((n, n), dtype=int)
     np.add.at(confusion, (true, pred), 1)
     support = confusion.sum(axis=1)
-    recall = {names[i]: (float(confusion[i, i] / support[i]) if support[i] else None)
-              for i in range(n)}
+    recall = {
+        names[i]: (float(confusion[i, i] / support[i]) if support[i] else None) for i in range(n)
+    }
     return {
         "clips": int(len(true)),
         "accuracy": float((pred == true).mean()) if len(true) else 0.0,
@@ -72,5 +81,9 @@ def write_score(result: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "score.json", result)
-    confusion_figure(out / "confusion.png", np.array(result["confusion"]), result["class_names"],
-                     title=f"accuracy {result['accuracy']:.3f} ({result['clips']} clips)")
+    confusion_figure(
+        out / "confusion.png",
+        np.array(result["confusion"]),
+        result["class_names"],
+        title=f"accuracy {result['accuracy']:.3f} ({result['clips']} clips)",
+    )

@@ -76,7 +76,9 @@ def random_crop(features: torch.Tensor, frames: int, generator: torch.Generator)
         return features
     starts = torch.randint(0, total - frames + 1, (features.shape[0],), generator=generator)
     index = starts[:, None] + torch.arange(frames)  # (batch, frames)
-    index = index.to(features.device)[:, None, None, :].expand(-1, features.shape[1], features.shape[2], -1)
+    index = index.to(features.device)[:, None, None, :].expand(
+        -1, features.shape[1], features.shape[2], -1
+    )
     return torch.gather(features, 3, index)
 
 
@@ -111,7 +113,9 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            (decay if isinstance(module, nn.Conv2d) and name == "weight" else no_decay).append(param)
+            (decay if isinstance(module, nn.Conv2d) and name == "weight" else no_decay).append(
+                param
+            )
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -122,7 +126,9 @@ def _state_path(out: Path) -> Path:
     return out.with_name(out.stem + ".state.safetensors")
 
 
-def _save_state(out: Path, optimizer, epoch: int, step: int, generator: torch.Generator, history) -> None:
+def _save_state(
+    out: Path, optimizer, epoch: int, step: int, generator: torch.Generator, history
+) -> None:
     tensors = {"rng": generator.get_state()}
     for i, group in enumerate(optimizer.param_groups):
         for j, param in enumerate(group["params"]):
@@ -231,17 +237,36 @@ def train(
             loss_sum += float(loss) * labels.shape[0]
             if on_batch:
                 elapsed = time.perf_counter() - t0
-                on_batch({"epoch": epoch, "step": step, "loss": loss_sum / seen,
-                          "accuracy": correct / seen, "clips_per_s": seen / elapsed, "lr": lr,
-                          "batch_clips": labels.shape[0]})
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
-                  "accuracy": correct / max(seen, 1), "seconds": time.perf_counter() - t0}
+                on_batch(
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "loss": loss_sum / seen,
+                        "accuracy": correct / seen,
+                        "clips_per_s": seen / elapsed,
+                        "lr": lr,
+                        "batch_clips": labels.shape[0],
+                    }
+                )
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(seen, 1),
+            "accuracy": correct / max(seen, 1),
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(record)
         if is_main:
             save_checkpoint(
-                model, out, class_names=classes, features=features,
-                training={**asdict(cfg), "epochs_done": epoch + 1, "steps": step,
-                          "history": history},
+                model,
+                out,
+                class_names=classes,
+                features=features,
+                training={
+                    **asdict(cfg),
+                    "epochs_done": epoch + 1,
+                    "steps": step,
+                    "history": history,
+                },
                 **cfg.extra,
             )
             _save_state(out, optimizer, epoch + 1, step, generator, history)

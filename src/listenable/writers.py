@@ -41,8 +41,16 @@ class ExplanationWriter:
     """Explain files one by one into ``out``: ``<stem>.listenable.wav``, ``<stem>.residual.wav``,
     ``<stem>.json`` and ``<stem>.png``."""
 
-    def __init__(self, model, meta: dict, out: Path, *, target: str | None = None,
-                 figures: bool = True, **settings) -> None:
+    def __init__(
+        self,
+        model,
+        meta: dict,
+        out: Path,
+        *,
+        target: str | None = None,
+        figures: bool = True,
+        **settings,
+    ) -> None:
         self.class_names = list(meta["class_names"])
         self.explainer = Explainer(model, class_names=self.class_names, **settings)
         self.out = Path(out)
@@ -69,8 +77,15 @@ class ExplanationWriter:
         self.write(expl, wave, stem, source=path)
         return stem
 
-    def write(self, expl: Explanation, wave: torch.Tensor, stem: str, *, source: Path | None = None,
-              extra: dict | None = None) -> dict[str, Path]:
+    def write(
+        self,
+        expl: Explanation,
+        wave: torch.Tensor,
+        stem: str,
+        *,
+        source: Path | None = None,
+        extra: dict | None = None,
+    ) -> dict[str, Path]:
         out = self.out
         paths = {
             "listenable": out / f"{stem}.listenable.wav",
@@ -102,10 +117,12 @@ class ExplanationWriter:
         spectrum = feats.stft(wave[None].to(feats.window.device))[0].cpu()
         grid = self.explainer.mapping(expl.heatmap[None], spectrum.shape[-1], expl.mel_bands)
         normed, _ = normalise(grid.cpu())
-        title = (f"{source_title(expl)}")
+        title = f"{source_title(expl)}"
         explanation_figure(path, spectrum, normed[0], expl.mask.cpu(), title=title)
 
 
 def source_title(expl: Explanation) -> str:
     p = float(expl.probabilities[int(expl.target)])
-    return f"explained class: {expl.class_name} (p = {p:.2f}), mask area {float(expl.mask_area):.2f}"
+    return (
+        f"explained class: {expl.class_name} (p = {p:.2f}), mask area {float(expl.mask_area):.2f}"
+    )

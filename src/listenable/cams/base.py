@@ -90,7 +90,10 @@ class CAM:
         raise NotImplementedError
 
     def cam_image(
-        self, activations: torch.Tensor, gradients: torch.Tensor | None, features: torch.Tensor,
+        self,
+        activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+        features: torch.Tensor,
         target: torch.Tensor,
     ) -> torch.Tensor:
         """The map before ReLU, ``(batch, freq, cam_frames)``. Default: ``Σ_k w_k A_k``."""
@@ -120,7 +123,10 @@ class CAM:
     def __call__(self, features: torch.Tensor, target=None) -> CAMResult:
         if self.model.training:
             raise ValueError("put the model in eval mode (model.eval()) before explaining it")
-        with frozen_parameters(self.model), torch.enable_grad() if self.uses_gradients else torch.no_grad():
+        with (
+            frozen_parameters(self.model),
+            torch.enable_grad() if self.uses_gradients else torch.no_grad(),
+        ):
             logits, acts = self.forward_with_activations(features)
             target = select_target(logits, target)
             grads = None

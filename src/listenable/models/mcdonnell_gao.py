@@ -77,7 +77,9 @@ class Path(nn.Module):
         cin = widths[0]
         for i, width in enumerate(widths):
             down = i > 0
-            stages.append(nn.Sequential(ResidualBlock(cin, width, down), ResidualBlock(width, width, False)))
+            stages.append(
+                nn.Sequential(ResidualBlock(cin, width, down), ResidualBlock(width, width, False))
+            )
             cin = width
         self.stage1, self.stage2, self.stage3, self.stage4 = stages
 
@@ -125,7 +127,9 @@ class McDonnellGao(nn.Module):
         return {"name": "McDonnellGao", "n_classes": self.n_classes, "n_mels": self.n_mels}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        fused = self.fusion(self.low(features[:, :, : self.split]), self.high(features[:, :, self.split :]))
+        fused = self.fusion(
+            self.low(features[:, :, : self.split]), self.high(features[:, :, self.split :])
+        )
         return self.head(fused).mean(dim=(2, 3))
 
     def mel_bands(self, layer: str) -> tuple[int, int]:
@@ -149,6 +153,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """``(trainable parameters, BN running statistics)``, as Keras counts them."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     stats = sum(
-        b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))
+        b.numel()
+        for name, b in model.named_buffers()
+        if name.endswith(("running_mean", "running_var"))
     )
     return trainable, stats

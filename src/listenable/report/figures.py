@@ -14,8 +14,13 @@ import torch  # noqa: E402
 
 from listenable.atomic import atomic_path  # noqa: E402
 
-__all__ = ["explanation_figure", "class_sheet", "confusion_figure", "confidence_histogram",
-           "db_spectrogram"]
+__all__ = [
+    "explanation_figure",
+    "class_sheet",
+    "confusion_figure",
+    "confidence_histogram",
+    "db_spectrogram",
+]
 
 
 def db_spectrogram(
@@ -65,13 +70,27 @@ def explanation_figure(
     ]
     for ax, (name, img, cmap) in zip(axes, panels):
         if img is not None:
-            ax.imshow(img, origin="lower", aspect="auto", extent=extent, cmap=cmap,
-                      interpolation="nearest")
+            ax.imshow(
+                img,
+                origin="lower",
+                aspect="auto",
+                extent=extent,
+                cmap=cmap,
+                interpolation="nearest",
+            )
             ax.set_title(name, fontsize=9)
-    axes[2].imshow(db, origin="lower", aspect="auto", extent=extent, cmap="gray",
-                   interpolation="nearest")
-    axes[2].imshow(heatmap_grid.cpu().numpy(), origin="lower", aspect="auto", extent=extent,
-                   cmap="jet", alpha=0.45, interpolation="nearest")
+    axes[2].imshow(
+        db, origin="lower", aspect="auto", extent=extent, cmap="gray", interpolation="nearest"
+    )
+    axes[2].imshow(
+        heatmap_grid.cpu().numpy(),
+        origin="lower",
+        aspect="auto",
+        extent=extent,
+        cmap="jet",
+        alpha=0.45,
+        interpolation="nearest",
+    )
     axes[2].set_title("superimposed", fontsize=9)
     for ax in axes:
         ax.set_ylabel("kHz")
@@ -81,8 +100,15 @@ def explanation_figure(
     _save(fig, path)
 
 
-def class_sheet(path, spectra_masked: list[np.ndarray], titles: list[str], class_name: str,
-                *, sample_rate: int = 48_000, hop_length: int = 1024) -> None:
+def class_sheet(
+    path,
+    spectra_masked: list[np.ndarray],
+    titles: list[str],
+    class_name: str,
+    *,
+    sample_rate: int = 48_000,
+    hop_length: int = 1024,
+) -> None:
     """A Fig. 4-style sheet: masked spectrograms (dB arrays ``(bins, frames)``) in a grid."""
     n = max(len(spectra_masked), 1)
     cols = min(n, 4)
@@ -92,8 +118,14 @@ def class_sheet(path, spectra_masked: list[np.ndarray], titles: list[str], class
         ax.axis("off")
     for ax, img, title in zip(axes.flat, spectra_masked, titles):
         bins, frames = img.shape
-        ax.imshow(img, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                  extent=[0, frames * hop_length / sample_rate, 0, sample_rate / 2000])
+        ax.imshow(
+            img,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            interpolation="nearest",
+            extent=[0, frames * hop_length / sample_rate, 0, sample_rate / 2000],
+        )
         ax.set_title(title, fontsize=7)
         ax.axis("on")
         ax.tick_params(labelsize=6)
@@ -114,8 +146,15 @@ def confusion_figure(path, matrix: np.ndarray, class_names: list[str], title: st
     top = matrix.max() if matrix.size else 0
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=6,
-                    color="white" if matrix[i, j] > top / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if matrix[i, j] > top / 2 else "black",
+            )
     if title:
         ax.set_title(title, fontsize=9)
     _save(fig, path)

@@ -1,0 +1,76 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from listenable.checkpoint import load_checkpoint, save_checkpoint
+from listenable.errors import CheckpointError
+from listenable.models import McDonnellGao
+
+
+def test_round_trip(tmp_path, model10):
+    path = save_checkpoint(
+        model10, tmp_path / "m.safetensors", class_names=model10.class_names, provenance={"seed": 3}
+    )
+    model, meta = load_checkpoint(path)
+    assert meta["class_names"] == model10.class_names
+    assert meta["provenance"] == {"seed": 3}
+    assert meta["features"]["n_mels"] == 128
+    assert not model.training
+    x = torch.randn(1, 6, 128, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model10(x))
+    assert model.class_names == model10.class_names
+
+
+def test_pickle_is_refused_without_unpickling(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open({!r}, 'w').write('pwned')".format(str(tmp_path / "pwned")),))
+
+    for name, writer in [
+        ("p.safetensors", lambda f: pickle.dump(Boom(), f)),
+        ("t.safetensors", lambda f: torch.save({"x": torch.zeros(1)}, f)),
+    ]:
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            writer(f)
+        with pytest.raises(CheckpointError, match="never unpickles"):
+            load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_class_count_must_match_weights(tmp_path, model10):
+    path = save_checkpoint(model10, tmp_path / "m.safetensors", class_names=model10.class_names)
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["class_names"] = meta["class_names"][:9]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="class"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("tamper", ["truncate", "json", "feature", "missing_json"])
+def test_tampered_checkpoints(tmp_path, tamper):
+    model = McDonnellGao(n_classes=3)
+    path = save_checkpoint(model, tmp_path / "m.safetensors", class_names=["a", "b", "c"])
+    meta_path = path.with_suffix(".json")
+    if tamper == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif tamper == "json":
+        meta_path.write_text("{not json")
+    elif tamper == "feature":
+        meta = json.loads(meta_path.read_text())
+        meta["features"]["mel_scale"] = "slaney"
+        meta_path.write_text(json.dumps(meta))
+    elif tamper == "missing_json":
+        meta_path.unlink()
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_save_refuses_wrong_class_count(tmp_path):
+    with pytest.raises(CheckpointError):
+        save_checkpoint(McDonnellGao(n_classes=3), tmp_path / "m", class_names=["a"])

@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
+                   help="re-estimate BN statistics over this many batches at the end")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="accuracy, per-class recall and confusion matrix")

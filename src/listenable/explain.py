@@ -119,8 +119,7 @@ class Explainer:
             or getattr(model, "class_names", None)
             or [str(i) for i in range(n_classes or 0)]
         )
-        bands = getattr(model, "mel_bands", None)
-        self.mel_bands = bands(layer) if bands else (0, self.features.n_mels)
+        self.mel_bands = getattr(self.cam, "mel_bands", None) or (0, self.features.n_mels)
         binarise(torch.zeros(1, 2, 2), mode=mode, percentile_=percentile, delta=delta)  # validate
 
     @property

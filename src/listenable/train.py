@@ -54,6 +54,10 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     device: str = "cpu"
+    #: Batches of "precise BN" after the last epoch: running statistics re-estimated as a
+    #: plain average over training batches (no mixup) instead of the momentum-0.01 trace,
+    #: which short runs (a few hundred steps) leave far from the data's statistics.
+    precise_bn_batches: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -234,7 +238,7 @@ def train(
             step += 1
             seen += labels.shape[0]
             correct += int((logits.argmax(1) == y.argmax(1)).sum())
-            loss_sum += float(loss) * labels.shape[0]
+            loss_sum += loss.item() * labels.shape[0]
             if on_batch:
                 elapsed = time.perf_counter() - t0
                 on_batch(
@@ -273,6 +277,38 @@ def train(
         log.info("epoch %d: %s", epoch + 1, record)
         if on_epoch:
             on_epoch(record)
+    if cfg.precise_bn_batches and start_epoch < cfg.epochs:
+        precise_bn(model, features, loader, cfg.precise_bn_batches, cfg.crop_frames, generator)
+        if is_main:
+            save_checkpoint(
+                model, out, class_names=classes, features=features,
+                training={**asdict(cfg), "epochs_done": cfg.epochs, "steps": step,
+                          "history": history, "precise_bn": True},
+                **cfg.extra,
+            )
     if is_main:
         write_json(out.with_name(out.stem + ".history.json"), history)
     return out
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, features: LogMelDeltas, loader, batches: int, crop_frames: int,
+               generator: torch.Generator) -> None:
+    """Re-estimate every BatchNorm's running statistics as an equal-weight average over
+    ``batches`` training batches (random crops, no mixup), as in pycls' precise BN."""
+    device = features.window.device
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    try:
+        for i, (wave, _, _) in enumerate(loader):
+            if i >= batches:
+                break
+            model(random_crop(features(wave.to(device)), crop_frames, generator))
+    finally:
+        for m, momentum in zip(bns, saved):
+            m.momentum = momentum
+        model.eval()

@@ -83,6 +83,10 @@ class CAM:
         self.model = model
         self.layer_name = layer
         self.layer = resolve_layer(model, layer)
+        bands = getattr(model, "mel_bands", None)
+        #: ``[start, stop)`` of the mel bands the heatmap's rows cover (a layer inside one
+        #: band path covers only its half).
+        self.mel_bands: tuple[int, int] | None = bands(layer) if bands else None
 
     # --- the hooks a method overrides -------------------------------------------------
     def weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:

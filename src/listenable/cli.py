@@ -191,6 +191,99 @@ def cmd_score(args) -> int:
     return 0
 
 
+# --- analyze ---------------------------------------------------------------------------
+def _analyze_config(args):
+    from listenable.analyze import AnalyzeConfig
+
+    return AnalyzeConfig(
+        split=args.split,
+        min_confidence=args.min_confidence,
+        correct_only=args.correct_only,
+        method=args.method,
+        layer=args.layer,
+        percentile=args.percentile,
+        delta=args.delta,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+
+
+def _run_analyze(data_path: Path, out: Path, checkpoint, cfg, device: str) -> dict:
+    from listenable.analyze import analyze
+    from listenable.data import open_dataset
+
+    model, meta = _load_model(checkpoint, device)
+    meta = {**meta, "checkpoint_path": str(checkpoint or "shipped")}
+    dataset = open_dataset(data_path, split=cfg.split)
+    bar = _progress(len(dataset), "analyze")
+    from listenable.analyze import clip_ids, read_manifest
+
+    done = read_manifest(out)
+    bar.update(sum(c in done for c in clip_ids(list(dataset.paths))))
+
+    def progress(n, stats):
+        bar.update(n)
+        bar.set_postfix(clips_s=f"{stats['clips_per_s']:.2f}")
+
+    summary = analyze(dataset, out, model, meta, cfg, progress=progress)
+    bar.close()
+    return summary
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    totals = summary["totals"]
+    acc = totals["accuracy"]
+    print(
+        f"{totals['clips']} clips, {totals['selected']} selected, {totals['failed']} failed"
+        + (f", accuracy {acc:.3f}" if acc is not None else "")
+    )
+    for name, entry in summary["classes"].items():
+        acc = entry["accuracy"]
+        print(
+            f"  {name:20s} clips {entry['clips']:4d}  selected {entry['selected']:4d}"
+            + (f"  accuracy {acc:.3f}" if acc is not None else "")
+        )
+
+
+def cmd_analyze(args) -> int:
+    out = Path(args.out)
+    summary = _run_analyze(
+        Path(args.data), out, args.checkpoint, _analyze_config(args), _device(args.device)
+    )
+    _print_summary(summary, out)
+    index = _gallery(out)
+    if index:
+        print(f"gallery: {index}")
+    return 1 if summary["totals"]["failed"] else 0
+
+
+def _gallery(out: Path):
+    try:
+        from listenable.report.gallery import build_gallery
+    except ImportError:  # pragma: no cover - gallery is part of the package
+        return None
+    return build_gallery(out)
+
+
+def cmd_demo(args) -> int:
+    from listenable.analyze import AnalyzeConfig
+    from listenable.data.scenes import write_scenes
+
+    out = Path(args.out)
+    data = out / "scenes"
+    print(f"1/3 generating {args.clips_per_class} synthetic scenes per class in {data}")
+    write_scenes(data, clips_per_class=args.clips_per_class, seed=args.seed, evaluate_fraction=0.5)
+    print("2/3 explaining every clip with the shipped model")
+    cfg = AnalyzeConfig(split="all", min_confidence=args.min_confidence, batch_size=args.batch_size)
+    summary = _run_analyze(data, out / "gallery", None, cfg, _device(args.device))
+    _print_summary(summary, out)
+    print("3/3 building the gallery")
+    index = _gallery(out / "gallery")
+    print(f"open {index}")
+    return 1 if summary["totals"]["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="listenable", description="Listen to what an audio scene classifier heard."
@@ -224,8 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
-                   help="re-estimate BN statistics over this many batches at the end")
+    p.add_argument(
+        "--precise-bn",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="re-estimate BN statistics over this many batches at the end",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="accuracy, per-class recall and confusion matrix")
@@ -237,6 +335,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "analyze",
+        help="the paper's experiment: explain a whole split, keep the "
+        "confident clips, write a listenable gallery (resumable)",
+    )
+    p.add_argument("data", help="TAU tree, class folders or a path,label CSV")
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint")
+    p.add_argument("--split", default="train", help="train, evaluate, test or all")
+    p.add_argument("--min-confidence", type=float, default=0.8)
+    p.add_argument("--correct-only", action="store_true")
+    _add_mask_options(p)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("demo", help="synthetic scenes + shipped model + analyze + gallery")
+    p.add_argument("--out", default="listenable-demo")
+    p.add_argument("--clips-per-class", type=int, default=2)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--min-confidence", type=float, default=0.8)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_demo)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

@@ -281,9 +281,17 @@ def train(
         precise_bn(model, features, loader, cfg.precise_bn_batches, cfg.crop_frames, generator)
         if is_main:
             save_checkpoint(
-                model, out, class_names=classes, features=features,
-                training={**asdict(cfg), "epochs_done": cfg.epochs, "steps": step,
-                          "history": history, "precise_bn": True},
+                model,
+                out,
+                class_names=classes,
+                features=features,
+                training={
+                    **asdict(cfg),
+                    "epochs_done": cfg.epochs,
+                    "steps": step,
+                    "history": history,
+                    "precise_bn": True,
+                },
                 **cfg.extra,
             )
     if is_main:
@@ -292,8 +300,14 @@ def train(
 
 
 @torch.no_grad()
-def precise_bn(model: nn.Module, features: LogMelDeltas, loader, batches: int, crop_frames: int,
-               generator: torch.Generator) -> None:
+def precise_bn(
+    model: nn.Module,
+    features: LogMelDeltas,
+    loader,
+    batches: int,
+    crop_frames: int,
+    generator: torch.Generator,
+) -> None:
     """Re-estimate every BatchNorm's running statistics as an equal-weight average over
     ``batches`` training batches (random crops, no mixup), as in pycls' precise BN."""
     device = features.window.device

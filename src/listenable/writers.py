@@ -110,15 +110,19 @@ class ExplanationWriter:
         return paths
 
     def figure(self, path: Path, expl: Explanation, wave: torch.Tensor) -> None:
-        from listenable.masking import normalise
-        from listenable.report.figures import explanation_figure
+        figure_for(path, expl, wave, self.explainer)
 
-        feats = self.explainer.features
-        spectrum = feats.stft(wave[None].to(feats.window.device))[0].cpu()
-        grid = self.explainer.mapping(expl.heatmap[None], spectrum.shape[-1], expl.mel_bands)
-        normed, _ = normalise(grid.cpu())
-        title = f"{source_title(expl)}"
-        explanation_figure(path, spectrum, normed[0], expl.mask.cpu(), title=title)
+
+def figure_for(path: Path, expl: Explanation, wave: torch.Tensor, explainer: Explainer) -> None:
+    """The paper's Fig. 1 (spectrogram, heatmap, superimposed) plus the masked spectrogram."""
+    from listenable.masking import normalise
+    from listenable.report.figures import explanation_figure
+
+    feats = explainer.features
+    spectrum = feats.stft(wave[None].to(feats.window.device))[0].cpu()
+    grid = explainer.mapping(expl.heatmap[None], spectrum.shape[-1], expl.mel_bands)
+    normed, _ = normalise(grid.cpu())
+    explanation_figure(path, spectrum, normed[0], expl.mask.cpu(), title=source_title(expl))
 
 
 def source_title(expl: Explanation) -> str:

@@ -1,0 +1,420 @@
+"""The paper's experiment as one resumable run: explain every clip of a data split, keep the
+confident ones, write their listenable audio and figures, and a manifest of everything.
+
+Layout of ``out``::
+
+    manifest.jsonl           one line per clip (the last line of a clip_id wins)
+    summary.json             per class: clips, selected, accuracy; settings; clips/s
+    <class>/<clip_id>.{original,listenable,residual}.wav, .png, .json   (selected clips)
+
+Crash safety: outputs are written to a temporary name and renamed; a batch's manifest lines
+are appended (and fsynced) only after its files exist. A run killed at any moment loses at
+most the batch in flight; the next run with the same arguments skips every clip already in
+the manifest (finished or failed) and ends by rewriting the manifest compactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from listenable.atomic import write_json, write_text
+from listenable.errors import ListenableError
+from listenable.io import load_audio, write_audio
+from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE
+
+__all__ = ["AnalyzeConfig", "analyze", "read_manifest", "clip_ids", "slug"]
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class AnalyzeConfig:
+    split: str = "train"
+    min_confidence: float = 0.8
+    correct_only: bool = False
+    method: str = "gradcam"
+    layer: str = "fusion"
+    percentile: float = DEFAULT_PERCENTILE
+    delta: float = DEFAULT_DELTA
+    mode: str = "sigmoid"
+    batch_size: int = 8
+    workers: int = 0
+    figures: bool = True
+    method_options: dict = field(default_factory=dict)
+
+
+def slug(name: str) -> str:
+    """A file- and URL-safe folder name for a class name, stable and unique per name."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "class"
+    if safe != name:
+        safe = f"{safe[:40]}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+    return safe
+
+
+def clip_ids(paths: list[Path]) -> list[str]:
+    """Unique, stable ids: the file stem, plus a hash of the path where stems repeat."""
+    stems = [Path(p).stem for p in paths]
+    seen: dict[str, int] = {}
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+    return [
+        s if seen[s] == 1 else f"{s}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+        for s, p in zip(stems, paths)
+    ]
+
+
+def read_manifest(out: str | os.PathLike) -> dict[str, dict]:
+    """``clip_id -> row`` of a manifest; the last line of a clip wins; a torn last line
+    (a run killed mid-write) is ignored."""
+    path = Path(out) / MANIFEST
+    rows: dict[str, dict] = {}
+    if not path.exists():
+        return rows
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: ignoring a torn line", path)
+                continue
+            if isinstance(row, dict) and "clip_id" in row:
+                rows[row["clip_id"]] = row
+    return rows
+
+
+def _write_manifest(out: Path, rows: dict[str, dict], order: list[str]) -> None:
+    ordered = [rows[c] for c in order if c in rows] + [
+        r for c, r in rows.items() if c not in set(order)
+    ]
+    write_text(out / MANIFEST, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+
+
+class _Clips(Dataset):
+    """Decodes clips in DataLoader workers; a bad file becomes an error record, not a crash."""
+
+    def __init__(self, items: list[tuple[int, Path]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        index, path = self.items[i]
+        try:
+            wave, notes = load_audio(path)
+            return index, wave, notes, None
+        except ListenableError as exc:
+            return index, None, [], str(exc)
+        except Exception as exc:  # an unexpected decoder failure must not stop the run
+            return index, None, [], f"{path}: {type(exc).__name__}: {exc}"
+
+
+def _collate(batch):
+    return batch
+
+
+def analyze(
+    data,
+    out: str | os.PathLike,
+    model,
+    meta: dict,
+    cfg: AnalyzeConfig,
+    *,
+    progress: Callable[[int, dict], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    manifest_name: str = MANIFEST,
+) -> dict:
+    """Run the experiment on ``data`` (an :class:`~listenable.data.AudioDataset`) into ``out``.
+
+    ``progress(n_clips, stats)`` is called after each batch. ``shard = (rank, world)``
+    processes every ``world``-th clip (see :mod:`listenable.distributed`). Returns the
+    summary (also written to ``out/summary.json`` when ``shard`` is the whole set).
+    """
+    from listenable.explain import Explainer
+    from listenable.writers import explanation_record
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    class_names = list(meta["class_names"])
+    data_names = list(data.class_names)
+    paths = [Path(p) for p in data.paths]
+    labels = list(data.labels)
+    ids = clip_ids(paths)
+    manifest_path = out / manifest_name
+    done = read_manifest(out) if manifest_name == MANIFEST else _read_lines(manifest_path)
+    if manifest_name != MANIFEST:
+        done.update(read_manifest(out))
+    rank, world = shard
+    todo = [(i, paths[i]) for i in range(len(paths)) if i % world == rank and ids[i] not in done]
+    explainer = Explainer(
+        model,
+        method=cfg.method,
+        layer=cfg.layer,
+        percentile=cfg.percentile,
+        delta=cfg.delta,
+        mode=cfg.mode,
+        class_names=class_names,
+        method_options=cfg.method_options,
+    )
+    loader = DataLoader(
+        _Clips(todo),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+        prefetch_factor=4 if cfg.workers else None,
+    )
+    t0, processed = time.perf_counter(), 0
+    with open(manifest_path, "a", encoding="utf-8") as manifest:
+        for batch in loader:
+            rows = _process_batch(
+                batch,
+                explainer,
+                out,
+                cfg,
+                ids,
+                paths,
+                labels,
+                data_names,
+                class_names,
+                explanation_record,
+            )
+            manifest.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            manifest.flush()
+            os.fsync(manifest.fileno())
+            processed += len(rows)
+            if progress:
+                elapsed = time.perf_counter() - t0
+                progress(
+                    len(rows),
+                    {
+                        "clips_per_s": processed / max(elapsed, 1e-9),
+                        "failed": sum(r["status"] != "ok" for r in rows),
+                    },
+                )
+    elapsed = time.perf_counter() - t0
+    if world > 1:
+        return {"processed": processed, "seconds": elapsed}
+    return finish(out, ids, class_names, cfg, meta, processed, elapsed)
+
+
+def _read_lines(path: Path) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                rows[row["clip_id"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return rows
+
+
+def finish(
+    out: Path,
+    ids: list[str],
+    class_names: list[str],
+    cfg: AnalyzeConfig,
+    meta: dict,
+    processed: int,
+    elapsed: float,
+) -> dict:
+    """Compact the manifest (one row per clip, data-set order) and write ``summary.json``."""
+    rows = read_manifest(out)
+    for extra in sorted(out.glob("manifest.rank*.jsonl")):
+        rows.update(_read_lines(extra))
+    _write_manifest(out, rows, ids)
+    for extra in out.glob("manifest.rank*.jsonl"):
+        extra.unlink()
+    summary = summarise(rows.values(), class_names, cfg, meta)
+    summary["clips_per_s"] = processed / elapsed if processed and elapsed > 0 else None
+    summary["processed_this_run"] = processed
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def summarise(rows, class_names: list[str], cfg: AnalyzeConfig, meta: dict) -> dict:
+    per_class = {
+        c: {"clips": 0, "selected": 0, "correct": 0, "labelled": 0, "failed": 0}
+        for c in class_names
+    }
+    totals = {"clips": 0, "selected": 0, "failed": 0, "correct": 0, "labelled": 0}
+    for row in rows:
+        totals["clips"] += 1
+        key = row.get("label") or row.get("predicted")
+        entry = (
+            per_class.setdefault(
+                key, {"clips": 0, "selected": 0, "correct": 0, "labelled": 0, "failed": 0}
+            )
+            if key
+            else None
+        )
+        for bucket in filter(None, (entry, totals)):
+            if entry is not None and bucket is entry:
+                bucket["clips"] += 1
+            if row["status"] != "ok":
+                bucket["failed"] += 1
+                continue
+            bucket["selected"] += bool(row["selected"])
+            if row.get("correct") is not None:
+                bucket["labelled"] += 1
+                bucket["correct"] += bool(row["correct"])
+    for bucket in [*per_class.values(), totals]:
+        bucket["accuracy"] = bucket["correct"] / bucket["labelled"] if bucket["labelled"] else None
+    return {
+        "class_names": class_names,
+        "classes": per_class,
+        "totals": totals,
+        "settings": asdict(cfg),
+        "checkpoint": meta.get("checkpoint_path"),
+    }
+
+
+def _process_batch(
+    batch, explainer, out, cfg, ids, paths, labels, data_names, class_names, explanation_record
+) -> list[dict]:
+    rows: list[dict] = []
+    good = []
+    for index, wave, notes, error in batch:
+        if error is not None:
+            rows.append(_row(index, ids, paths, labels, data_names, error=error))
+        else:
+            good.append((index, wave, notes))
+    # clips of different lengths are explained in separate sub-batches (no padding: padding
+    # would change the global average pool and so the explanation)
+    by_length: dict[int, list] = {}
+    for item in good:
+        by_length.setdefault(item[1].shape[-1], []).append(item)
+    for group in by_length.values():
+        try:
+            waves = torch.stack([w for _, w, _ in group])
+            expl = explainer(waves)
+        except (ListenableError, ValueError, RuntimeError) as exc:
+            for index, _, _ in group:
+                rows.append(
+                    _row(
+                        index,
+                        ids,
+                        paths,
+                        labels,
+                        data_names,
+                        error=f"{paths[index]}: {type(exc).__name__}: {exc}",
+                    )
+                )
+            continue
+        for j, (index, wave, notes) in enumerate(group):
+            one = expl.item(j)
+            one.notes = notes
+            record = explanation_record(one, class_names)
+            label = data_names[labels[index]] if labels[index] >= 0 else None
+            correct = None if label is None else record["predicted"] == label
+            selected = record["confidence"] >= cfg.min_confidence and (
+                not cfg.correct_only or bool(correct)
+            )
+            files = {}
+            if selected:
+                try:
+                    files = _write_outputs(
+                        out,
+                        ids[index],
+                        record["predicted"],
+                        one,
+                        wave,
+                        explainer,
+                        cfg,
+                        record,
+                        paths[index],
+                    )
+                except (OSError, ListenableError) as exc:
+                    rows.append(
+                        _row(
+                            index,
+                            ids,
+                            paths,
+                            labels,
+                            data_names,
+                            error=f"{paths[index]}: cannot write outputs ({exc})",
+                        )
+                    )
+                    continue
+            rows.append(
+                {
+                    "clip_id": ids[index],
+                    "path": str(paths[index]),
+                    "label": label,
+                    "predicted": record["predicted"],
+                    "confidence": record["confidence"],
+                    "probabilities": record["probabilities"],
+                    "target": record["target"],
+                    "selected": selected,
+                    "correct": correct,
+                    "mask_area": record["mask_area"],
+                    "empty_mask": record["empty_mask"],
+                    "notes": record["notes"],
+                    "status": "ok",
+                    "error": None,
+                    "files": files,
+                }
+            )
+    order = {i: k for k, (i, *_rest) in enumerate(batch)}
+    rows.sort(key=lambda r: order.get(ids.index(r["clip_id"]), 0))
+    return rows
+
+
+def _row(index, ids, paths, labels, data_names, *, error: str) -> dict:
+    return {
+        "clip_id": ids[index],
+        "path": str(paths[index]),
+        "label": data_names[labels[index]] if labels[index] >= 0 else None,
+        "predicted": None,
+        "confidence": None,
+        "probabilities": None,
+        "target": None,
+        "selected": False,
+        "correct": None,
+        "mask_area": None,
+        "empty_mask": None,
+        "notes": [],
+        "status": "error",
+        "error": error.splitlines()[0] if error else "error",
+        "files": {},
+    }
+
+
+def _write_outputs(
+    out: Path, clip_id: str, class_name: str, expl, wave, explainer, cfg, record: dict, source: Path
+) -> dict:
+    folder = slug(class_name)
+    rel = {
+        "original": f"{folder}/{clip_id}.original.wav",
+        "listenable": f"{folder}/{clip_id}.listenable.wav",
+        "residual": f"{folder}/{clip_id}.residual.wav",
+        "json": f"{folder}/{clip_id}.json",
+    }
+    if cfg.figures:
+        rel["figure"] = f"{folder}/{clip_id}.png"
+    src = os.path.realpath(source)
+    for r in rel.values():
+        if os.path.realpath(out / r) == src:
+            raise ListenableError(f"{source}: output {out / r} would overwrite the input")
+    write_audio(out / rel["original"], wave, expl.sample_rate, subtype="PCM_16")
+    write_audio(out / rel["listenable"], expl.listenable, expl.sample_rate, subtype="PCM_16")
+    write_audio(out / rel["residual"], expl.residual, expl.sample_rate, subtype="PCM_16")
+    if cfg.figures:
+        from listenable.writers import figure_for
+
+        figure_for(out / rel["figure"], expl, wave, explainer)
+    write_json(out / rel["json"], {**record, "source": str(source), "clip_id": clip_id})
+    return rel

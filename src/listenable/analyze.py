@@ -147,6 +147,8 @@ def analyze(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if shard[0] == 0:
+        remove_stale_temporaries(out)
     class_names = list(meta["class_names"])
     data_names = list(data.class_names)
     paths = [Path(p) for p in data.paths]
@@ -157,6 +159,12 @@ def analyze(
     if manifest_name != MANIFEST:
         done.update(read_manifest(out))
     rank, world = shard
+    # rewrite what is there compactly first: drops a torn last line, so appends stay whole
+    if manifest_path.exists():
+        own = read_manifest(out) if manifest_name == MANIFEST else _read_lines(manifest_path)
+        write_text(
+            manifest_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in own.values())
+        )
     todo = [(i, paths[i]) for i in range(len(paths)) if i % world == rank and ids[i] not in done]
     explainer = Explainer(
         model,
@@ -208,6 +216,16 @@ def analyze(
     if world > 1:
         return {"processed": processed, "seconds": elapsed}
     return finish(out, ids, class_names, cfg, meta, processed, elapsed)
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete the temporary files a killed run left behind (``.<stem>.tmp-*``)."""
+    count = 0
+    for path in out.rglob(".*.tmp-*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            count += 1
+    return count
 
 
 def _read_lines(path: Path) -> dict[str, dict]:

@@ -232,6 +232,11 @@ def _run_analyze(data_path: Path, out: Path, checkpoint, cfg, device: str) -> di
 
 
 def _print_summary(summary: dict, out: Path) -> None:
+    from listenable.analyze import read_manifest
+
+    for row in read_manifest(out).values():
+        if row["status"] != "ok":
+            print(f"failed: {row['error']}", file=sys.stderr)
     totals = summary["totals"]
     acc = totals["accuracy"]
     print(
@@ -277,7 +282,7 @@ def cmd_demo(args) -> int:
     print("2/3 explaining every clip with the shipped model")
     cfg = AnalyzeConfig(split="all", min_confidence=args.min_confidence, batch_size=args.batch_size)
     summary = _run_analyze(data, out / "gallery", None, cfg, _device(args.device))
-    _print_summary(summary, out)
+    _print_summary(summary, out / "gallery")
     print("3/3 building the gallery")
     index = _gallery(out / "gallery")
     print(f"open {index}")

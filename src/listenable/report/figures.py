@@ -1,9 +1,14 @@
 """Figures (matplotlib, headless): the paper's Fig. 1 per clip, Fig. 4-style class sheets,
-confusion matrices and confidence histograms. Every figure is written atomically."""
+confusion matrices and confidence histograms. Every figure is written atomically.
+
+Text that comes from data (class names, clip ids) is shown literally: ``$`` would otherwise
+switch matplotlib to mathtext (and unbalanced TeX in a class name would fail at draw time).
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import matplotlib
 
@@ -35,10 +40,21 @@ def db_spectrogram(
     return np.maximum(db, floor_db)
 
 
+def _plain(text: object) -> str:
+    """``text`` as literal matplotlib text (no mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
 def _save(fig, path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with warnings.catch_warnings():
+            # class names in scripts the bundled font lacks: boxes, not an error
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+            warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def explanation_figure(
@@ -96,12 +112,12 @@ def explanation_figure(
         ax.set_ylabel("kHz")
     axes[-1].set_xlabel("time (s)")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(_plain(title), fontsize=10)
     _save(fig, path)
 
 
 def class_sheet(
-    path,
+    path: str | os.PathLike,
     spectra_masked: list[np.ndarray],
     titles: list[str],
     class_name: str,
@@ -109,13 +125,19 @@ def class_sheet(
     sample_rate: int = 48_000,
     hop_length: int = 1024,
 ) -> None:
-    """A Fig. 4-style sheet: masked spectrograms (dB arrays ``(bins, frames)``) in a grid."""
+    """A Fig. 4-style sheet: masked spectrograms (dB arrays ``(bins, frames)``) in a grid,
+    up to four per row, each titled (clip id, confidence). An empty list gives a sheet
+    that says so."""
     n = max(len(spectra_masked), 1)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols, 0.4 + 2.4 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
+    if not spectra_masked:
+        axes[0, 0].text(0.5, 0.5, "no selected clips", ha="center", va="center", fontsize=9)
     for ax, img, title in zip(axes.flat, spectra_masked, titles):
         bins, frames = img.shape
         ax.imshow(
@@ -126,21 +148,31 @@ def class_sheet(
             interpolation="nearest",
             extent=[0, frames * hop_length / sample_rate, 0, sample_rate / 2000],
         )
-        ax.set_title(title, fontsize=7)
+        ax.set_title(_plain(title), fontsize=7)
         ax.axis("on")
         ax.tick_params(labelsize=6)
-    fig.suptitle(f"{class_name}: masked spectrograms of the most confident clips", fontsize=9)
+        ax.set_xlabel("s", fontsize=6, labelpad=1)
+        ax.set_ylabel("kHz", fontsize=6, labelpad=1)
+    fig.suptitle(
+        f"{_plain(class_name)}: masked spectrograms of the most confident clips", fontsize=9
+    )
     _save(fig, path)
 
 
-def confusion_figure(path, matrix: np.ndarray, class_names: list[str], title: str = "") -> None:
-    """Confusion matrix (rows: true, columns: predicted), counts in the cells."""
+def confusion_figure(
+    path: str | os.PathLike, matrix: np.ndarray, class_names: list[str], title: str = ""
+) -> None:
+    """Confusion matrix ``(n_classes, n_classes)`` (rows: true, columns: predicted),
+    counts in the cells."""
     matrix = np.asarray(matrix)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 1.0 + 0.5 * n))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), class_names, fontsize=7)
+    if matrix.shape != (n, n):
+        raise ValueError(f"confusion matrix of shape {matrix.shape} for {n} class names")
+    labels = [_plain(c) for c in class_names]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.55 * n, 1.2 + 0.5 * n))
+    ax.imshow(matrix if n else np.zeros((1, 1)), cmap="Blues", vmin=0)
+    ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     top = matrix.max() if matrix.size else 0
@@ -153,19 +185,31 @@ def confusion_figure(path, matrix: np.ndarray, class_names: list[str], title: st
                 ha="center",
                 va="center",
                 fontsize=6,
-                color="white" if matrix[i, j] > top / 2 else "black",
+                color="white" if top and matrix[i, j] > top / 2 else "black",
             )
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_plain(title), fontsize=9)
     _save(fig, path)
 
 
-def confidence_histogram(path, confidences: list[float], threshold: float) -> None:
-    """Histogram of the top-class confidences with the selection threshold marked."""
+def confidence_histogram(
+    path: str | os.PathLike, confidences: list[float], threshold: float | None
+) -> None:
+    """Histogram of the top-class confidences in [0, 1], with the selection threshold
+    marked (none when ``threshold`` is None)."""
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(confidences, bins=20, range=(0, 1), color="#4a7")
-    ax.axvline(threshold, color="crimson", linestyle="--", label=f"threshold {threshold:g}")
+    values = np.clip(np.asarray(confidences, dtype=float), 0.0, 1.0)
+    ax.hist(values, bins=20, range=(0, 1), color="#4a7")
+    if threshold is not None:
+        above = int((values >= threshold).sum())
+        ax.axvline(
+            threshold,
+            color="crimson",
+            linestyle="--",
+            label=f"threshold {threshold:g} ({above} of {len(values)} clips at or above)",
+        )
+        ax.legend(fontsize=8)
+    ax.set_xlim(0, 1)
     ax.set_xlabel("confidence (softmax of the predicted class)")
     ax.set_ylabel("clips")
-    ax.legend(fontsize=8)
     _save(fig, path)

@@ -7,6 +7,7 @@ import hashlib
 import html
 import http.server
 import json
+import os
 import re
 import threading
 from html.parser import HTMLParser
@@ -371,12 +372,14 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def browser():
+    # In CI (CI=true) a missing browser is a failure, never a silent skip.
+    missing = pytest.fail if os.environ.get("CI") else pytest.skip
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} missing: run `bash .ci/install-browser`")
+        missing(f"{CHROMIUM} missing: run `bash .ci/install-browser`")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright not importable: pip install -e '.[test]'")
+        missing("playwright not importable: pip install -e '.[test]'")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -1,12 +1,53 @@
-"""Class activation maps: one small class per method over :class:`~listenable.cams.base.CAM`."""
+"""Class activation maps and attributions: one small class per method over
+:class:`~listenable.cams.base.CAM`; every method is reachable as
+``get_method(name)(model, layer, **options)`` and returns a
+:class:`~listenable.cams.base.CAMResult` whose heatmap is ``(batch, rows, frames)`` after
+ReLU, on the mel bands given by the instance's ``mel_bands``.
+"""
 
 from listenable.cams.base import CAM, CAMResult, resolve_layer
-from listenable.cams.gradcam import GradCAM
+from listenable.cams.baselines import RandomCAM
+from listenable.cams.eigencam import EigenCAM
+from listenable.cams.gradcam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from listenable.cams.input_gradients import IntegratedGradients, Saliency, SmoothGrad
+from listenable.cams.multiscale import MultiScaleCAM
+from listenable.cams.scorecam import ScoreCAM
 
-__all__ = ["CAM", "CAMResult", "GradCAM", "METHODS", "get_method", "resolve_layer"]
+__all__ = [
+    "CAM",
+    "CAMResult",
+    "EigenCAM",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "IntegratedGradients",
+    "LayerCAM",
+    "METHODS",
+    "MultiScaleCAM",
+    "RandomCAM",
+    "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
+    "XGradCAM",
+    "get_method",
+    "resolve_layer",
+]
 
 #: Method name → class. Other modules register theirs here.
-METHODS: dict[str, type] = {"gradcam": GradCAM}
+METHODS: dict[str, type] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+    "saliency": Saliency,
+    "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+    "random": RandomCAM,
+    "multiscale": MultiScaleCAM,
+}
 
 
 def get_method(name: str) -> type:

@@ -3,8 +3,6 @@ import pytest
 import soundfile as sf
 import torch
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture
 def rng():

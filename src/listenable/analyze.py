@@ -95,10 +95,20 @@ def read_manifest(out: str | os.PathLike) -> dict[str, dict]:
 
 
 def _write_manifest(out: Path, rows: dict[str, dict], order: list[str]) -> None:
-    ordered = [rows[c] for c in order if c in rows] + [
-        r for c, r in rows.items() if c not in set(order)
-    ]
-    write_text(out / MANIFEST, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    known = set(order)
+    ordered = [rows[c] for c in order if c in rows] + [r for c, r in rows.items() if c not in known]
+    write_text(out / MANIFEST, "".join(_line(r) for r in ordered))
+
+
+def _line(row: dict) -> str:
+    """One manifest line, UTF-8; ``\\u`` escapes only where a path holds bytes that are not
+    UTF-8 (``b"caf\\xe9.wav"`` decodes to a lone surrogate, which UTF-8 cannot encode)."""
+    text = json.dumps(row, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(row)
+    return text + "\n"
 
 
 class _Clips(Dataset):
@@ -147,7 +157,7 @@ def analyze(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if shard[0] == 0:
+    if shard[1] == 1:  # sharded: rank 0 does it before the ranks start (distributed.py)
         remove_stale_temporaries(out)
     class_names = list(meta["class_names"])
     data_names = list(data.class_names)
@@ -155,16 +165,13 @@ def analyze(
     labels = list(data.labels)
     ids = clip_ids(paths)
     manifest_path = out / manifest_name
-    done = read_manifest(out) if manifest_name == MANIFEST else _read_lines(manifest_path)
-    if manifest_name != MANIFEST:
-        done.update(read_manifest(out))
+    done = read_manifest(out)
+    done.update(read_rank_manifests(out))  # also what a killed sharded run left
     rank, world = shard
     # rewrite what is there compactly first: drops a torn last line, so appends stay whole
     if manifest_path.exists():
         own = read_manifest(out) if manifest_name == MANIFEST else _read_lines(manifest_path)
-        write_text(
-            manifest_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in own.values())
-        )
+        write_text(manifest_path, "".join(_line(r) for r in own.values()))
     todo = [(i, paths[i]) for i in range(len(paths)) if i % world == rank and ids[i] not in done]
     explainer = Explainer(
         model,
@@ -199,7 +206,7 @@ def analyze(
                 class_names,
                 explanation_record,
             )
-            manifest.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            manifest.write("".join(_line(r) for r in rows))
             manifest.flush()
             os.fsync(manifest.fileno())
             processed += len(rows)
@@ -226,6 +233,15 @@ def remove_stale_temporaries(out: Path) -> int:
             path.unlink(missing_ok=True)
             count += 1
     return count
+
+
+def read_rank_manifests(out: str | os.PathLike) -> dict[str, dict]:
+    """``clip_id -> row`` of the per-rank manifests (``manifest.rank*.jsonl``) that a sharded
+    run appends to until :func:`finish` merges them."""
+    rows: dict[str, dict] = {}
+    for path in sorted(Path(out).glob("manifest.rank*.jsonl")):
+        rows.update(_read_lines(path))
+    return rows
 
 
 def _read_lines(path: Path) -> dict[str, dict]:
@@ -354,8 +370,9 @@ def _process_batch(
                         cfg,
                         record,
                         paths[index],
+                        inputs=paths,
                     )
-                except (OSError, ListenableError) as exc:
+                except (OSError, ValueError, ListenableError) as exc:  # NaN JSON, disk full
                     rows.append(
                         _row(
                             index,
@@ -386,8 +403,8 @@ def _process_batch(
                     "files": files,
                 }
             )
-    order = {i: k for k, (i, *_rest) in enumerate(batch)}
-    rows.sort(key=lambda r: order.get(ids.index(r["clip_id"]), 0))
+    order = {ids[i]: k for k, (i, *_rest) in enumerate(batch)}  # O(1) per row, not ids.index
+    rows.sort(key=lambda r: order.get(r["clip_id"], 0))
     return rows
 
 
@@ -412,7 +429,17 @@ def _row(index, ids, paths, labels, data_names, *, error: str) -> dict:
 
 
 def _write_outputs(
-    out: Path, clip_id: str, class_name: str, expl, wave, explainer, cfg, record: dict, source: Path
+    out: Path,
+    clip_id: str,
+    class_name: str,
+    expl,
+    wave,
+    explainer,
+    cfg,
+    record: dict,
+    source: Path,
+    *,
+    inputs=(),
 ) -> dict:
     folder = slug(class_name)
     rel = {
@@ -425,8 +452,10 @@ def _write_outputs(
         rel["figure"] = f"{folder}/{clip_id}.png"
     src = os.path.realpath(source)
     for r in rel.values():
-        if os.path.realpath(out / r) == src:
-            raise ListenableError(f"{source}: output {out / r} would overwrite the input")
+        real = os.path.realpath(out / r)
+        # another clip of the data set (out = the data root): checked only for existing files
+        if real == src or (os.path.exists(real) and real in map(os.path.realpath, inputs)):
+            raise ListenableError(f"{source}: output {out / r} would overwrite an input")
     write_audio(out / rel["original"], wave, expl.sample_rate, subtype="PCM_16")
     write_audio(out / rel["listenable"], expl.listenable, expl.sample_rate, subtype="PCM_16")
     write_audio(out / rel["residual"], expl.residual, expl.sample_rate, subtype="PCM_16")

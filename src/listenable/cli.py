@@ -34,11 +34,11 @@ def _load_model(checkpoint: str | None, device: str):
     return model, meta
 
 
-def _progress(total: int, desc: str, unit: str = "clip"):
+def _progress(total: int, desc: str, unit: str = "clip", *, disable: bool | None = None):
     from tqdm import tqdm
 
     return tqdm(
-        total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=None
+        total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=disable
     )
 
 
@@ -61,8 +61,11 @@ def _add_mask_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_explain(args) -> int:
+    from listenable.io import display_name
     from listenable.writers import ExplanationWriter
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ListenableError(f"--out {args.out}: exists and is not a folder")
     device = _device(args.device)
     model, meta = _load_model(args.checkpoint, device)
     writer = ExplanationWriter(
@@ -75,16 +78,21 @@ def cmd_explain(args) -> int:
         delta=args.delta,
         mode=args.mode,
         target=args.target,
+        inputs=args.clips,
     )
     failures = 0
     bar = _progress(len(args.clips), "explain")
     for clip in args.clips:
         try:
             stem = writer.explain_file(Path(clip))
-            bar.write(f"{clip}: {stem}.listenable.wav")
+            bar.write(f"{display_name(clip)}: {stem}.listenable.wav")
         except ListenableError as exc:
             failures += 1
             bar.write(f"error: {exc}")
+        except (OSError, ValueError, RuntimeError) as exc:  # one clip must not stop the run
+            failures += 1
+            reason = (str(exc).splitlines() or [""])[0]
+            bar.write(f"error: {display_name(clip)}: {type(exc).__name__}: {reason}")
         bar.update(1)
     bar.close()
     print(
@@ -115,8 +123,16 @@ def cmd_scenes(args) -> int:
 
 # --- train -----------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    from listenable.distributed import process_group
+
+    with process_group(_device(args.device)) as rank:  # torchrun: DDP; else one process
+        return _train(args, rank)
+
+
+def _train(args, rank) -> int:
     from listenable.data import open_dataset
-    from listenable.train import TrainConfig, train
+    from listenable.distributed import train
+    from listenable.train import TrainConfig
 
     dataset = open_dataset(Path(args.data), split=args.split)
     cfg = TrainConfig(
@@ -124,7 +140,8 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         workers=args.workers,
-        device=_device(args.device),
+        device=rank.device,
+        precise_bn_batches=args.precise_bn,
         extra={
             "provenance": {
                 "command": "listenable " + " ".join(sys.argv[1:]),
@@ -137,7 +154,13 @@ def cmd_train(args) -> int:
     )
     from tqdm import tqdm
 
-    bar = tqdm(desc="train", unit="clip", dynamic_ncols=True, file=sys.stderr, disable=None)
+    bar = tqdm(
+        desc="train" + rank.label(),
+        unit="clip",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=None if rank.is_main else True,
+    )
 
     def on_batch(stats):
         bar.update(stats["batch_clips"])
@@ -150,6 +173,8 @@ def cmd_train(args) -> int:
         )
 
     def on_epoch(record):
+        if not rank.is_main:  # each rank has its own share: rank 0 reports
+            return
         bar.write(
             f"epoch {record['epoch']}: loss {record['loss']:.4f} "
             f"accuracy {record['accuracy']:.4f} ({record['seconds']:.0f} s)"
@@ -159,7 +184,8 @@ def cmd_train(args) -> int:
         dataset, Path(args.out), cfg, resume=args.resume, on_batch=on_batch, on_epoch=on_epoch
     )
     bar.close()
-    print(f"checkpoint: {out}")
+    if rank.is_main:
+        print(f"checkpoint: {out}")
     return 0
 
 
@@ -210,17 +236,18 @@ def _analyze_config(args):
 
 
 def _run_analyze(data_path: Path, out: Path, checkpoint, cfg, device: str) -> dict:
-    from listenable.analyze import analyze
+    from listenable.analyze import clip_ids
     from listenable.data import open_dataset
+    from listenable.distributed import analyze, finished_clips, from_env
 
     model, meta = _load_model(checkpoint, device)
     meta = {**meta, "checkpoint_path": str(checkpoint or "shipped")}
     dataset = open_dataset(data_path, split=cfg.split)
-    bar = _progress(len(dataset), "analyze")
-    from listenable.analyze import clip_ids, read_manifest
-
-    done = read_manifest(out)
-    bar.update(sum(c in done for c in clip_ids(list(dataset.paths))))
+    rank = from_env()  # under torchrun: this rank's share of the clips, one bar (rank 0)
+    mine = clip_ids(list(dataset.paths))[rank.rank :: rank.world_size]
+    bar = _progress(len(mine), "analyze" + rank.label(), disable=None if rank.is_main else True)
+    done = finished_clips(out)
+    bar.update(sum(c in done for c in mine))
 
     def progress(n, stats):
         bar.update(n)
@@ -252,10 +279,15 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 
 def cmd_analyze(args) -> int:
+    from listenable.distributed import process_group
+
     out = Path(args.out)
-    summary = _run_analyze(
-        Path(args.data), out, args.checkpoint, _analyze_config(args), _device(args.device)
-    )
+    with process_group(_device(args.device)) as rank:  # torchrun: clips sharded over ranks
+        summary = _run_analyze(
+            Path(args.data), out, args.checkpoint, _analyze_config(args), rank.device
+        )
+    if not rank.is_main:  # rank 0 prints and builds the gallery
+        return 1 if summary["totals"]["failed"] else 0
     _print_summary(summary, out)
     index = _gallery(out)
     if index:
@@ -372,8 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Modules that add sub-commands register a ``(subparsers) -> None`` function here.
-_EXTRA_COMMANDS: list = []
+def _evaluate_parser(sub) -> None:
+    from listenable.evaluation.run import add_parser
+
+    add_parser(sub)
+
+
+#: Functions ``(subparsers) -> None`` that add the sub-commands other modules own.
+_EXTRA_COMMANDS: list = [_evaluate_parser]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. an unwritable --out, a folder given as a file
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,9 +18,19 @@ from listenable.cams import get_method
 from listenable.features import LogMelDeltas
 from listenable.io import check_waveform, load_audio
 from listenable.mapping import SpectrogramMapping
-from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, binarise, normalise
+from listenable.masking import (
+    DEFAULT_DELTA,
+    DEFAULT_PERCENTILE,
+    apply_mask,
+    binarise,
+    heatmap_to_mask,
+)
 
-__all__ = ["Explanation", "Explainer", "explain"]
+__all__ = ["Explanation", "Explainer", "explain", "PRECISIONS"]
+
+#: ``precision`` of :class:`Explainer`: the dtype the model runs in (autocast). Features,
+#: mapping, mask and ISTFT always run in float32.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -88,6 +98,14 @@ class Explainer:
 
     ``Explainer(model)(waveforms)`` with ``waveforms (batch, 2, samples)`` at 48 kHz returns a
     batched :class:`Explanation`.
+
+    Speed options (the explanation is the same up to float rounding):
+
+    * ``precision="bf16"`` runs the model (forward and CAM backward) under bfloat16 autocast;
+      meant for CUDA, where the binarised masks agree with float32 on ≥ 99 % of the bins
+      (``benchmarks/pipeline.py`` measures it). Everything else stays float32.
+    * ``channels_last`` hands the features to the model in the channels-last memory format
+      (faster convolutions on CPU and on tensor cores); the model itself is not modified.
     """
 
     def __init__(
@@ -102,7 +120,13 @@ class Explainer:
         class_names: list[str] | None = None,
         features: LogMelDeltas | None = None,
         method_options: dict | None = None,
+        precision: str = "fp32",
+        channels_last: bool = True,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+        self.precision = precision
+        self.channels_last = channels_last
         self.model = model.eval()
         device = next(model.parameters()).device
         self.features = (features or LogMelDeltas()).to(device)
@@ -134,6 +158,7 @@ class Explainer:
             "percentile": self.percentile,
             "delta": self.delta,
             "mode": self.mode,
+            "precision": self.precision,
         }
 
     def target_index(self, target) -> int | list | None:
@@ -148,25 +173,59 @@ class Explainer:
             return self.class_names.index(target)
         return int(target)
 
-    def masks(self, spectrum: torch.Tensor, target=None):
-        """``spectrum (batch, 2, bins, frames)`` → ``(heatmap, mask, logits, target, empty)``."""
-        feats = self.features.from_stft(spectrum)
-        result = self.cam(feats, self.target_index(target))
-        grid = self.mapping(result.heatmap, spectrum.shape[-1], self.mel_bands)
-        normed, empty = normalise(grid)
-        silent = spectrum.abs().flatten(1).amax(dim=1) == 0
-        empty = empty | silent
-        mask = binarise(
-            normed, mode=self.mode, percentile_=self.percentile, delta=self.delta, empty=empty
+    def model_input(self, features: torch.Tensor) -> torch.Tensor:
+        """Features ``(batch, 6, n_mels, frames)`` in the memory format the model is run in."""
+        if self.channels_last:
+            return features.contiguous(memory_format=torch.channels_last)
+        return features
+
+    def autocast(self):
+        """The autocast context the model runs in (a no-op for ``precision="fp32"``)."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
         )
+
+    @torch.inference_mode()
+    def logits(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """Features and model forward only (no CAM, no mask): ``(batch, n_classes)`` float32
+        logits, with the same precision and memory format as an explanation."""
+        feats = self.model_input(self.features(waveforms.to(self.device)))
+        with self.autocast():
+            return self.model(feats).float()
+
+    def masks(self, spectrum: torch.Tensor, target=None, *, silent: torch.Tensor | None = None):
+        """``spectrum (batch, 2, bins, frames)`` → ``(heatmap, mask, logits, target, empty)``.
+
+        ``silent (batch,)`` flags clips known to be all zeros (then their mask is empty);
+        by default it is read off the spectrum.
+        """
+        with torch.no_grad():
+            feats = self.model_input(self.features.from_stft(spectrum))
+        with self.autocast():
+            result = self.cam(feats, self.target_index(target))
+        with torch.no_grad():
+            grid = self.mapping(result.heatmap.float(), spectrum.shape[-1], self.mel_bands)
+            if silent is None:
+                silent = torch.view_as_real(spectrum).flatten(1).abs().amax(dim=1) == 0
+            mask, empty = heatmap_to_mask(
+                grid,
+                mode=self.mode,
+                percentile_=self.percentile,
+                delta=self.delta,
+                empty=silent,
+                inplace=True,
+            )
         return result.heatmap, mask, result.logits, result.target, empty
 
     def __call__(self, waveforms: torch.Tensor, target=None) -> Explanation:
         waveforms = waveforms.to(self.device)
-        spectrum = self.features.stft(waveforms)
-        heatmap, mask, logits, target_idx, empty = self.masks(spectrum, target)
         with torch.no_grad():
-            listenable = self.features.istft(spectrum * mask[:, None], waveforms.shape[-1])
+            spectrum = self.features.stft(waveforms)
+            silent = waveforms.flatten(1).abs().amax(dim=1) == 0  # ⇔ an all-zero spectrum
+        heatmap, mask, logits, target_idx, empty = self.masks(spectrum, target, silent=silent)
+        with torch.no_grad():
+            masked = apply_mask(spectrum, mask, inplace=True)  # the spectrum is not needed after
+            listenable = self.features.istft(masked, waveforms.shape[-1])
             residual = waveforms - listenable
         return Explanation(
             heatmap=heatmap,
@@ -178,7 +237,7 @@ class Explainer:
             class_name=[self.class_names[i] for i in target_idx.tolist()],
             sample_rate=self.features.sample_rate,
             empty=empty,
-            mask_area=mask.flatten(1).mean(dim=1),
+            mask_area=mask.mean(dim=(1, 2)),
             mel_bands=self.mel_bands,
             settings=self.settings,
         )

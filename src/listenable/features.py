@@ -63,12 +63,12 @@ def delta(x: torch.Tensor, width: int = 5) -> torch.Tensor:
     if frames < width:
         raise ValueError(f"delta needs at least {width} frames, got {frames}")
     norm = 2.0 * sum(n * n for n in range(1, half + 1))
-    out = torch.zeros_like(x[..., half : frames - half])
-    for n in range(1, half + 1):
+    out = x[..., half + 1 : frames - half + 1] - x[..., half - 1 : frames - half - 1]
+    for n in range(2, half + 1):
         out = out + n * (
             x[..., half + n : frames - half + n] - x[..., half - n : frames - half - n]
         )
-    return out / norm
+    return out.div_(norm)
 
 
 class LogMelDeltas(nn.Module):
@@ -140,8 +140,20 @@ class LogMelDeltas(nn.Module):
 
     def istft(self, spectrum: torch.Tensor, length: int) -> torch.Tensor:
         """Inverse of :meth:`stft`: complex ``(batch, channels, bins, frames)`` →
-        ``(batch, channels, length)``, same window, hop and centring."""
+        ``(batch, channels, length)``, same window, hop and centring.
+
+        Where the hop divides ``n_fft`` (the reference 2048 / 1024), the overlap-add is done
+        by reshaping and the window envelope is cached per length: the same sums as
+        ``torch.istft``, with fewer passes over the signal.
+        """
         batch, channels, bins, frames = spectrum.shape
+        if self.n_fft % self.hop_length == 0 and bins == self.n_fft // 2 + 1:
+            envelope = self._envelope(frames, length, spectrum.device, spectrum.real.dtype)
+            if envelope is not None:
+                wave = self._overlap_add(spectrum.reshape(batch * channels, bins, frames))
+                start = self.n_fft // 2
+                wave = wave[:, start : start + length].div_(envelope)
+                return wave.reshape(batch, channels, length)
         wave = torch.istft(
             spectrum.reshape(batch * channels, bins, frames),
             n_fft=self.n_fft,
@@ -151,6 +163,46 @@ class LogMelDeltas(nn.Module):
             length=length,
         )
         return wave.reshape(batch, channels, length)
+
+    def _overlap_add(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """``(n, bins, frames)`` → windowed frames summed at hop spacing ``(n, samples)``."""
+        n, _, frames = spectrum.shape
+        hop, ratio = self.hop_length, self.n_fft // self.hop_length
+        segments = torch.fft.irfft(spectrum, n=self.n_fft, dim=1).transpose(1, 2)
+        if segments.is_contiguous():  # frame-major spectrum (as torch.stft returns it)
+            segments = segments.mul_(self.window)
+        else:
+            segments = segments * self.window
+        segments = segments.reshape(n, frames, ratio, hop)
+        if ratio == 2:  # the reference 50 % overlap: every output block is one sum, one pass
+            out = segments.new_empty(n, frames + 1, hop)
+            out[:, 0] = segments[:, 0, 0]
+            torch.add(segments[:, 1:, 0], segments[:, :-1, 1], out=out[:, 1:frames])
+            out[:, frames] = segments[:, -1, 1]
+            return out.reshape(n, (frames + 1) * hop)
+        out = segments.new_zeros(n, (frames + ratio - 1) * hop)
+        for r in range(ratio):
+            out[:, r * hop : (r + frames) * hop] += segments[:, :, r].reshape(n, frames * hop)
+        return out
+
+    def _envelope(self, frames: int, length: int, device, dtype) -> torch.Tensor | None:
+        """Σ window² at hop spacing over the kept samples ``(length,)``, cached; ``None`` where
+        it vanishes or ends before ``length`` (then torch.istft decides: it raises)."""
+        key = (frames, length, str(device), dtype)
+        cache = self.__dict__.setdefault("_envelopes", {})
+        if key not in cache:
+            hop, ratio = self.hop_length, self.n_fft // self.hop_length
+            env = self.window.to(device, dtype).square().reshape(ratio, hop).repeat(1, frames)
+            total = env.new_zeros((frames + ratio - 1) * hop)
+            for r in range(ratio):
+                total[r * hop : (r + frames) * hop] += env[r]
+            start = self.n_fft // 2
+            kept = total[start : start + length]
+            vanishes = start + length > total.shape[0] or bool((kept.abs() < 1e-11).any())
+            if len(cache) >= 16:
+                cache.pop(next(iter(cache)))
+            cache[key] = None if vanishes else kept.contiguous()
+        return cache[key]
 
     def from_stft(self, spectrum: torch.Tensor) -> torch.Tensor:
         """Complex spectrum ``(batch, 2, bins, frames)`` → features ``(batch, 6, n_mels, frames - 8)``."""

@@ -19,7 +19,14 @@ import torch
 from listenable.atomic import atomic_path
 from listenable.errors import AudioError
 
-__all__ = ["SAMPLE_RATE", "MIN_SAMPLES", "load_audio", "check_waveform", "write_audio"]
+__all__ = [
+    "SAMPLE_RATE",
+    "MIN_SAMPLES",
+    "MAX_PEAK",
+    "load_audio",
+    "check_waveform",
+    "write_audio",
+]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,9 @@ SAMPLE_RATE = 48_000
 #: The shortest clip the reference model can explain: 24 STFT frames -> 16 feature frames
 #: after the delta trims -> one frame of the top map (stride 16 in time).
 MIN_SAMPLES = 24_000
+#: Larger samples are not audio scaled to [-1, 1] (int32 values stored as float stay below):
+#: from about 1e17 the float32 power spectrum overflows and every output would be NaN.
+MAX_PEAK = 1e12
 
 
 def load_audio(
@@ -43,10 +53,12 @@ def load_audio(
 
     Raises:
         AudioError: one line naming the file, for files that are missing, empty,
-            unreadable, have more than two channels, contain NaN/Inf or are too short.
+            unreadable, have more than two channels, contain NaN/Inf, have samples beyond
+            :data:`MAX_PEAK` or are too short. Names that are not printable (a newline,
+            bytes that are not UTF-8) are shown ``ascii()``-escaped.
     """
     path = Path(path)
-    name = str(path)
+    name = display_name(path)
     if not path.exists():
         raise AudioError(f"{name}: file not found")
     if path.is_dir():
@@ -54,9 +66,12 @@ def load_audio(
     if path.stat().st_size == 0:
         raise AudioError(f"{name}: empty file (0 bytes)")
     try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        # bytes on POSIX: soundfile cannot encode names that are not UTF-8 (b"caf\xe9.wav")
+        source = os.fsencode(path) if os.name == "posix" else str(path)
+        data, file_rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types; all mean "unreadable"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = getattr(exc, "error_string", None) or str(exc)  # not "Error opening <name>: "
+        reason = text.splitlines()[0] if text else type(exc).__name__
         raise AudioError(f"{name}: not a readable audio file ({reason})") from None
     notes: list[str] = []
     wave = _conform(data.T, file_rate, name, notes, sample_rate, min_samples)
@@ -92,6 +107,7 @@ def check_waveform(
         )
     if not bool(torch.isfinite(wave).all()):
         raise AudioError(f"{name}: contains NaN or Inf samples")
+    _check_peak(float(wave.abs().max()), name)
     return wave.float()
 
 
@@ -103,6 +119,7 @@ def _conform(data, file_rate, name, notes, sample_rate, min_samples) -> torch.Te
         raise AudioError(f"{name}: {channels} channels; listenable explains mono or stereo clips")
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or Inf samples")
+    _check_peak(float(np.abs(data).max()), name)
     if channels == 1:
         warnings.warn(f"{name}: mono file, duplicated to left and right", stacklevel=3)
         notes.append("mono duplicated to left and right")
@@ -119,6 +136,21 @@ def _conform(data, file_rate, name, notes, sample_rate, min_samples) -> torch.Te
     if peak >= 1.0:
         notes.append(f"peak {peak:.2f} at or above full scale (clipping)")
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """``path`` for a one-line message: as is, or ``ascii()``-escaped when it holds control
+    characters (a newline) or bytes that are not UTF-8."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
+
+
+def _check_peak(peak: float, name: str) -> None:
+    if peak > MAX_PEAK:
+        raise AudioError(
+            f"{name}: peak amplitude {peak:.3g} is not audio scaled to [-1, 1] "
+            f"(listenable refuses samples above {MAX_PEAK:.0e})"
+        )
 
 
 def _too_short(name: str, seconds: float, minimum: float) -> str:
@@ -140,4 +172,5 @@ def write_audio(
     if isinstance(wave, torch.Tensor):
         wave = wave.detach().cpu().float().numpy()
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), np.ascontiguousarray(wave.T), sample_rate, subtype=subtype)
+        target = os.fsencode(tmp) if os.name == "posix" else str(tmp)  # as in load_audio
+        sf.write(target, np.ascontiguousarray(wave.T), sample_rate, subtype=subtype)

@@ -78,14 +78,24 @@ def time_matrix(frames: int, cam_frames: int, stride: int, frame_offset: int) ->
 
 
 class SpectrogramMapping:
-    """Maps heatmaps of any layer onto the linear STFT grid of a :class:`LogMelDeltas`."""
+    """Maps heatmaps of any layer onto the linear STFT grid of a :class:`LogMelDeltas`.
+
+    The frequency matrix is cached per band range, device and dtype; the time matrix per
+    clip length (the most recent :attr:`max_time_entries` lengths), so a run over clips of
+    many lengths keeps one copy of the frequency matrix and a bounded cache.
+    """
+
+    #: Time matrices kept (one per clip length, device and dtype; least recently used
+    #: dropped first).
+    max_time_entries = 64
 
     def __init__(self, features: LogMelDeltas) -> None:
         self.features = features
         self._freq = frequency_matrix(
             features.filterbank, features.sample_rate, features.fmin, features.fmax
         )
-        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._freq_cache: dict[tuple, torch.Tensor] = {}
+        self._time_cache: dict[tuple, torch.Tensor] = {}
 
     def matrices(
         self,
@@ -99,25 +109,36 @@ class SpectrogramMapping:
         """``(F, T)`` with ``F (freq_bins, cam_freq)`` and ``T (frames, cam_frames)``."""
         cam_freq, cam_frames = cam_shape
         start, stop = mel_bands or (0, self.features.n_mels)
-        key = (cam_freq, cam_frames, frames, start, stop, str(device), dtype)
-        if key not in self._cache:
-            if stop - start != cam_freq:
-                raise ValueError(
-                    f"a heatmap of {cam_freq} frequency rows cannot cover mel bands "
-                    f"[{start}, {stop})"
-                )
+        if stop - start != cam_freq:
+            raise ValueError(
+                f"a heatmap of {cam_freq} frequency rows cannot cover mel bands [{start}, {stop})"
+            )
+        where = (str(device), dtype)
+        fkey = (start, stop, *where)
+        freq = self._freq_cache.get(fkey)
+        if freq is None:
+            freq = self._freq_cache[fkey] = self._freq[:, start:stop].to(device, dtype)
+        tkey = (frames, cam_frames, *where)
+        tmat = self._time_cache.pop(tkey, None)
+        if tmat is None:
             feature_frames = frames - 2 * self.features.frame_offset
             stride = cam_stride(feature_frames, cam_frames)
-            freq = self._freq[:, start:stop]
             tmat = time_matrix(frames, cam_frames, stride, self.features.frame_offset)
-            self._cache[key] = (freq.to(device, dtype), tmat.to(device, dtype))
-        return self._cache[key]
+            tmat = tmat.to(device, dtype)
+            while len(self._time_cache) >= self.max_time_entries:
+                self._time_cache.pop(next(iter(self._time_cache)))
+        self._time_cache[tkey] = tmat  # (re)inserted last: most recently used
+        return freq, tmat
 
     def __call__(
         self, heatmap: torch.Tensor, frames: int, mel_bands: tuple[int, int] | None = None
     ) -> torch.Tensor:
-        """``(batch, cam_freq, cam_frames)`` → ``(batch, freq_bins, frames)``."""
+        """``(batch, cam_freq, cam_frames)`` → ``(batch, freq_bins, frames)``.
+
+        The result is laid out frame-major in memory (a transposed view, like the spectrum
+        ``torch.stft`` returns), so that masking the spectrum runs over matching strides.
+        """
         freq, tmat = self.matrices(
             tuple(heatmap.shape[-2:]), frames, mel_bands, device=heatmap.device, dtype=heatmap.dtype
         )
-        return freq @ heatmap @ tmat.T
+        return (tmat @ (freq @ heatmap).mT).mT

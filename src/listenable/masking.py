@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MODES", "DEFAULT_DELTA", "normalise", "binarise", "apply_mask"]
+__all__ = [
+    "MODES",
+    "DEFAULT_DELTA",
+    "normalise",
+    "binarise",
+    "heatmap_to_mask",
+    "apply_mask",
+    "percentile",
+]
 
 MODES = ("sigmoid", "hard", "soft")
 DEFAULT_DELTA = 2.0
@@ -29,20 +37,18 @@ DEFAULT_PERCENTILE = 75.0
 def normalise(heatmap: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max normalise each clip to [0, 1]. Returns ``(normalised, empty)`` where ``empty``
     ``(batch,)`` flags clips whose heatmap is flat (nothing to listen to); those get zeros."""
-    flat = heatmap.flatten(1)
-    low = flat.amin(dim=1)
-    high = flat.amax(dim=1)
-    span = high - low
-    empty = ~(span > eps * torch.clamp(high.abs(), min=1.0))
-    scale = torch.where(empty, torch.ones_like(span), span)
-    out = (heatmap - low[:, None, None]) / scale[:, None, None]
-    out = torch.where(empty[:, None, None], torch.zeros_like(out), out)
-    return out.clamp_(0.0, 1.0), empty
+    out = heatmap.clone() if heatmap.is_floating_point() else heatmap.float()
+    return _normalise_(out, eps)
 
 
 def percentile(x: torch.Tensor, q: float) -> torch.Tensor:
     """Per-clip ``q``-th percentile ``(batch,)`` of ``(batch, ...)``, linear interpolation
-    between order statistics (numpy's default)."""
+    between order statistics (numpy's default).
+
+    One selection (``kthvalue``) per clip; where ``q`` falls between two order statistics,
+    the upper one is found by counting instead of a second selection: it equals the lower
+    one when that value repeats, else it is the smallest value above it.
+    """
     flat = x.flatten(1)
     n = flat.shape[1]
     pos = (n - 1) * q / 100.0
@@ -52,7 +58,9 @@ def percentile(x: torch.Tensor, q: float) -> torch.Tensor:
     lo_val = flat.kthvalue(lo + 1, dim=1).values
     if frac == 0.0 or hi == lo:
         return lo_val
-    hi_val = flat.kthvalue(hi + 1, dim=1).values
+    at_most = (flat <= lo_val[:, None]).sum(dim=1)
+    above = torch.where(flat > lo_val[:, None], flat, torch.full_like(flat, float("inf")))
+    hi_val = torch.where(at_most > hi, lo_val, above.amin(dim=1))
     return lo_val + frac * (hi_val - lo_val)
 
 
@@ -65,23 +73,103 @@ def binarise(
     empty: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalised heatmap ``(batch, bins, frames)`` in [0, 1] → mask in [0, 1]."""
+    _check(mode, percentile_)
+    return _binarise_(normalised.clone(), mode, percentile_, delta, empty)
+
+
+def heatmap_to_mask(
+    grid: torch.Tensor,
+    *,
+    mode: str = "sigmoid",
+    percentile_: float = DEFAULT_PERCENTILE,
+    delta: float = DEFAULT_DELTA,
+    empty: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`normalise` then :func:`binarise` in one go: heatmap on the STFT grid
+    ``(batch, bins, frames)`` → ``(mask, empty)``, the same values as the two calls.
+
+    ``empty`` ``(batch,)`` marks more clips to treat as empty (e.g. silent ones); the returned
+    ``empty`` adds the flat heatmaps. With ``inplace`` the mask is computed in ``grid``'s
+    memory (no full-size temporaries besides the percentile's selection).
+    """
+    _check(mode, percentile_)
+    # every step is per clip or per element: work on the memory order (a frame-major grid,
+    # as the mapping returns, is a transposed view) and hand the same view back
+    transposed = grid.ndim == 3 and not grid.is_contiguous() and grid.mT.is_contiguous()
+    work = grid.mT if transposed else grid
+    out, flat = _normalise_(work if inplace else work.clone())
+    empty = flat if empty is None else flat | empty
+    mask = _binarise_(out, mode, percentile_, delta, empty)
+    return (mask.mT if transposed else mask), empty
+
+
+def _check(mode: str, percentile_: float) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown mask mode {mode!r}; choose from {MODES}")
     if not 0.0 <= percentile_ <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile_}")
-    if mode == "soft":
-        mask = normalised
-    else:
+
+
+def _normalise_(heatmap: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`normalise` in ``heatmap``'s memory."""
+    low, high = heatmap.flatten(1).aminmax(dim=1)
+    span = high - low
+    empty = ~(span > eps * torch.clamp(high.abs(), min=1.0))
+    scale = torch.where(empty, torch.ones_like(span), span)
+    heatmap.sub_(low[:, None, None]).div_(scale[:, None, None])
+    # no clamp needed: rounding is monotone, so low ≤ x ≤ high gives 0 ≤ fl(fl(x − low) / span)
+    # ≤ fl(span / span) = 1 (a clamp could only change NaN/Inf, which it leaves as they are)
+    _zero_empty_(heatmap, empty)
+    return heatmap, empty
+
+
+def _zero_empty_(x: torch.Tensor, empty: torch.Tensor) -> None:
+    """Zero the clips flagged in ``empty (batch,)``; no pass at all on CPU when none is."""
+    if x.device.type != "cpu" or bool(empty.any()):
+        x.masked_fill_(empty[:, None, None], 0.0)
+
+
+def _binarise_(
+    normalised: torch.Tensor, mode: str, percentile_: float, delta: float, empty
+) -> torch.Tensor:
+    """:func:`binarise` in ``normalised``'s memory (``hard`` returns a new tensor).
+
+    Bins at the floor (normalised value 0: no evidence at all) are always masked out. Without
+    this, a heatmap that is zero on more than ``100 − percentile`` % of the grid (common: the
+    CAM's ReLU zeros a whole region) has θ = 0, and the sigmoid would pass every zero bin at
+    0.5 (``hard`` would keep everything): the listenable output would be the whole clip.
+    """
+    if mode == "hard":
         theta = percentile(normalised, percentile_)[:, None, None]
-        if mode == "hard":
-            mask = (normalised >= theta).to(normalised.dtype)
-        else:
-            mask = torch.sigmoid((10.0**delta) * (normalised - theta))
+        mask = ((normalised >= theta) & (normalised > 0)).to(normalised.dtype)
+    elif mode == "sigmoid":
+        theta = percentile(normalised, percentile_)[:, None, None]
+        floor = normalised <= 0
+        mask = normalised.sub_(theta).mul_(10.0**delta).sigmoid_()
+        mask.masked_fill_(floor, 0.0)
+    else:
+        mask = normalised
     if empty is not None:
-        mask = torch.where(empty[:, None, None], torch.zeros_like(mask), mask)
+        _zero_empty_(mask, empty)
     return mask
 
 
-def apply_mask(spectrum: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Multiply every channel's complex STFT by the mask (phase kept)."""
-    return spectrum * mask[:, None].to(spectrum.real.dtype)
+def apply_mask(
+    spectrum: torch.Tensor, mask: torch.Tensor, *, inplace: bool = False
+) -> torch.Tensor:
+    """Multiply every channel's complex STFT by the mask (phase kept).
+
+    ``spectrum (batch, channels, bins, frames)`` complex, ``mask (batch, bins, frames)`` real.
+    The product is taken on the real view (a real mask never becomes a complex tensor);
+    ``inplace`` writes it into ``spectrum``.
+    """
+    if not spectrum.is_complex():
+        mask = mask[:, None].to(spectrum.dtype)
+        return spectrum.mul_(mask) if inplace else spectrum * mask
+    pair = mask.to(spectrum.real.dtype)[:, None, ..., None]  # (batch, 1, bins, frames, 1)
+    real = torch.view_as_real(spectrum)
+    if inplace:
+        real.mul_(pair)
+        return spectrum
+    return torch.view_as_complex(real * pair)

@@ -187,11 +187,12 @@ def train(
     optimizer = torch.optim.SGD(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr_max, momentum=cfg.momentum
     )
-    start_epoch, step, history = 0, 0, []
+    start_epoch, step, history, bn_done = 0, 0, [], False
     if resume and out.exists() and _state_path(out).exists():
         from listenable.checkpoint import load_checkpoint
 
-        loaded, _ = load_checkpoint(out)
+        loaded, loaded_meta = load_checkpoint(out)
+        bn_done = bool(loaded_meta.get("training", {}).get("precise_bn"))
         model.load_state_dict(loaded.state_dict())
         start_epoch, step, history = _load_state(out, optimizer, generator)
         log.info("resuming %s at epoch %d (step %d)", out, start_epoch, step)
@@ -206,7 +207,7 @@ def train(
         sampler=sampler,
         num_workers=cfg.workers,
         collate_fn=collate_clips,
-        drop_last=len(dataset) > cfg.batch_size,
+        drop_last=(len(sampler) if sampler is not None else len(dataset)) > cfg.batch_size,
         generator=loader_gen,
         persistent_workers=cfg.workers > 0,
     )
@@ -277,7 +278,9 @@ def train(
         log.info("epoch %d: %s", epoch + 1, record)
         if on_epoch:
             on_epoch(record)
-    if cfg.precise_bn_batches and start_epoch < cfg.epochs:
+    if cfg.precise_bn_batches and not bn_done:
+        # seeded so that a run resumed after its last epoch gets the same statistics
+        loader_gen.manual_seed(cfg.seed + cfg.epochs)
         precise_bn(model, features, loader, cfg.precise_bn_batches, cfg.crop_frames, generator)
         if is_main:
             save_checkpoint(

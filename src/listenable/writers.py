@@ -39,7 +39,8 @@ def explanation_record(expl: Explanation, class_names: list[str]) -> dict:
 
 class ExplanationWriter:
     """Explain files one by one into ``out``: ``<stem>.listenable.wav``, ``<stem>.residual.wav``,
-    ``<stem>.json`` and ``<stem>.png``."""
+    ``<stem>.json`` and ``<stem>.png``. No output may replace one of ``inputs`` (pass every
+    clip of the run: ``a.wav``'s ``a.listenable.wav`` could be another input)."""
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class ExplanationWriter:
         *,
         target: str | None = None,
         figures: bool = True,
+        inputs=(),
         **settings,
     ) -> None:
         self.class_names = list(meta["class_names"])
@@ -57,6 +59,8 @@ class ExplanationWriter:
         self.target = target
         self.figures = figures
         self._stems: set[str] = set()
+        #: files no output may replace: every input of the run, not just the clip at hand
+        self.inputs = {os.path.realpath(p) for p in inputs}
         if target is not None:
             self.explainer.target_index(target)  # unknown class: fail before any work
 
@@ -93,11 +97,10 @@ class ExplanationWriter:
             "json": out / f"{stem}.json",
             "figure": out / f"{stem}.png",
         }
-        if source is not None:
-            src = os.path.realpath(source)
-            for p in paths.values():
-                if os.path.realpath(p) == src:
-                    raise ListenableError(f"{source}: output {p} would overwrite the input")
+        protected = self.inputs | ({os.path.realpath(source)} if source is not None else set())
+        for p in paths.values():
+            if os.path.realpath(p) in protected:
+                raise ListenableError(f"{source or stem}: output {p} would overwrite an input")
         write_audio(paths["listenable"], expl.listenable, expl.sample_rate)
         write_audio(paths["residual"], expl.residual, expl.sample_rate)
         if self.figures:

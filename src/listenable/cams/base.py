@@ -2,6 +2,12 @@
 
 A method is one small subclass that overrides :meth:`CAM.weights` (one weight per channel
 of the layer, as Grad-CAM) or :meth:`CAM.cam_image` (when the weights are not per channel).
+A method reading several layers overrides :meth:`CAM.forward_with_activations` to return a
+tuple of activations (:func:`capture_layers`: one forward, one backward for all of them).
+
+The helpers place a layer's map on a finer grid with the geometry of
+:mod:`listenable.mapping` (:func:`upsample_time`, :func:`place_bands`) and say what a masked
+feature is (:func:`feature_floor`).
 
 Shapes:
     features     (batch, 6, n_mels, frames)
@@ -235,7 +241,9 @@ class CAM:
                 grads = torch.autograd.grad(score, acts)
                 grads = grads[0] if isinstance(acts, torch.Tensor) else grads
         with torch.no_grad():
-            acts = acts.detach() if isinstance(acts, torch.Tensor) else tuple(a.detach() for a in acts)
+            acts = (
+                acts.detach() if isinstance(acts, torch.Tensor) else tuple(a.detach() for a in acts)
+            )
             cam = self.cam_image(acts, grads, features, target)
             heatmap = torch.relu(cam.float())
         return CAMResult(heatmap=heatmap, logits=logits.detach().float(), target=target)

@@ -198,7 +198,8 @@ def render_clip(
     if rng.random() < DISTRACTOR_PROBABILITY:
         other = EVENT_TYPES[CLASSES[(class_index + rng.integers(1, len(CLASSES))) % len(CLASSES)]]
         lo, hi = _DURATIONS[other]
-        length = int(rng.uniform(lo, min(hi, 2.0, duration / 3)) * sr)
+        hi = min(hi, 2.0, duration / 3)  # short clips: the distractor must still fit
+        length = int(rng.uniform(min(lo, hi), hi) * sr)
         margin = int(_MARGIN_S * sr)
         onset = int(rng.integers(margin, max(margin + 1, n - margin - length)))
         snr = rng.uniform(*DISTRACTOR_SNR_DB)

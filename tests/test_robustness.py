@@ -491,7 +491,7 @@ def _tamper(path: Path, **changes) -> None:
         ({"class_names": [f"c{i}" for i in range(10)]}, "10 class names"),
         ({"architecture": {"name": "EvilNet"}}, "unknown architecture 'EvilNet'"),
         ({"architecture": {"exec": "import os"}}, "bad architecture"),
-        ({"features": {"sample_rate": "48k", "mystery": 1}}, "unknown feature setting"),
+        ({"features": {"sample_rate": "48k", "mystery": 1}}, "feature setting"),
         ({"class_names": "airport"}, "class_names"),
         ({"format_version": 99}, "format_version"),
     ],
@@ -521,13 +521,6 @@ def test_checkpoint_that_is_a_folder(tmp_path, one_clip):
     assert str(tmp_path) in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="checkpoint.py builds the model from the JSON's n_classes before checking it "
-    "against class_names; a huge n_classes is an allocation failure (RuntimeError, traceback) "
-    "or, for a few million, gigabytes of memory",
-)
 def test_absurd_class_count_is_refused_before_building(tmp_path, one_clip):
     path = _checkpoint(tmp_path)
     _tamper(path, architecture={"n_classes": 10**12})  # 3 PB of weights: fails at once
@@ -535,12 +528,6 @@ def test_absurd_class_count_is_refused_before_building(tmp_path, one_clip):
     assert status == 1 and len(_errors(text)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint._validate_metadata checks feature setting names, not the values of "
-    "sample_rate, n_fft, hop_length, n_mels, fmax: a tampered value loads, then "
-    "checkpoint.features_for (listenable score) fails with a TypeError traceback",
-)
 def test_tampered_feature_value_is_refused_at_load(tmp_path):
     path = _checkpoint(tmp_path)
     _tamper(path, features={"sample_rate": "48k"})
@@ -620,12 +607,6 @@ def test_gallery_shows_names_as_text(gallery_run):
     assert html.escape(BOLD) in everything
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="report/gallery.py _href: quote() of a name that is not UTF-8 (a lone surrogate) "
-    "raises; quote(os.fsencode(rel)) gives the URL of the file on disk",
-)
 def test_gallery_of_a_name_that_is_not_utf8(tmp_path, checkpoint):
     from listenable.report.gallery import build_gallery
 

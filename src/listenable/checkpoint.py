@@ -154,15 +154,34 @@ def _validate_metadata(meta: object, where: Path) -> None:
         raise CheckpointError(f"{where}: class_names must be a non-empty list of strings")
     if len(set(names)) != len(names):
         raise CheckpointError(f"{where}: class_names has duplicates")
-    if not isinstance(meta.get("architecture"), dict):
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict):
         raise CheckpointError(f"{where}: architecture missing")
+    if arch.get("n_classes", len(names)) != len(names):
+        raise CheckpointError(
+            f"{where}: {len(names)} class names but the architecture has "
+            f"{arch.get('n_classes')!r} classes"
+        )
     known = LogMelDeltas().settings
     feats = meta.get("features")
     if not isinstance(feats, dict):
         raise CheckpointError(f"{where}: feature settings missing")
+    numeric = {
+        "sample_rate": int,
+        "n_fft": int,
+        "hop_length": int,
+        "n_mels": int,
+        "fmax": (int, float),
+    }
     for key, value in feats.items():
         if key not in known:
             raise CheckpointError(f"{where}: unknown feature setting {key!r}")
+        if key in numeric and (
+            isinstance(value, bool) or not isinstance(value, numeric[key]) or value <= 0
+        ):
+            raise CheckpointError(
+                f"{where}: feature setting {key}={value!r} is not a positive number"
+            )
         if (
             key
             in (

@@ -146,7 +146,8 @@ def _binarise_(
     elif mode == "sigmoid":
         theta = percentile(normalised, percentile_)[:, None, None]
         floor = normalised <= 0
-        mask = normalised.sub_(theta).mul_(10.0**delta).sigmoid_()
+        slope = min(10.0**delta, 1e30)  # beyond, inf * 0 on a bin at θ would be NaN
+        mask = normalised.sub_(theta).mul_(slope).sigmoid_()
         mask.masked_fill_(floor, 0.0)
     else:
         mask = normalised

@@ -353,12 +353,14 @@ _SORT_JS = """
 
 
 def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+    # names that are not UTF-8 (lone surrogates) show as \udcXX escapes instead of failing
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return html.escape(text, quote=True)
 
 
 def _href(rel: str) -> str:
     """A relative URL for an attribute: percent-encoded, then HTML-escaped."""
-    return _e(quote(rel, safe="/"))
+    return _e(quote(os.fsencode(rel), safe="/"))  # bytes: names that are not UTF-8 too
 
 
 def _page(title: str, body: str, script: str | None = None) -> str:

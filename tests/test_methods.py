@@ -321,6 +321,32 @@ def test_multiscale_is_sharper_in_time_on_a_planted_event():
     assert int(above.min()) < 44 - 8 and int(above.max()) > 47 + 8
 
 
+def test_multiscale_hand_computed():
+    cam = MultiScaleCAM(TwoScaleNet().eval(), "top", fine_layers=[["fine"]], time_gate=False)
+    ones = torch.ones(1, 1, 1, 2)
+    top = torch.tensor([[[[2.0, 1.0]]]])  # Grad-CAM, weight 1: [2, 1] → on 3 frames [2, 1.5, 1]
+    fine = torch.tensor([[[[1.0, 4.0, 0.0]]]])  # HiResCAM, gradient 1: [1, 4, 0]
+    # normalised [1, .75, .5] and [.25, 1, 0] → geometric mean [√.25, √.75, 0]
+    out = cam.cam_image((top, fine), (ones, torch.ones(1, 1, 1, 3)), None, None)
+    torch.testing.assert_close(out, torch.tensor([[[0.5, 0.75**0.5, 0.0]]]))
+    # fine evidence only where the top map is zero: the top map alone, not an empty map
+    top = torch.tensor([[[[2.0, -1.0]]]])  # ReLU → [2, 0] → [1, .5, 0]
+    fine = torch.tensor([[[[0.0, 0.0, 3.0]]]])
+    out = cam.cam_image((top, fine), (ones, torch.ones(1, 1, 1, 3)), None, None)
+    torch.testing.assert_close(out, torch.tensor([[[1.0, 0.5, 0.0]]]))
+    # the time gate: P × (frequency mean of P / its peak), on two rows
+    cam.time_gate = True
+    top = torch.tensor([[[[2.0, 1.0], [0.0, 1.0]]]])
+    fine = torch.ones(1, 1, 2, 3)
+    ones = torch.ones(1, 1, 2, 2)
+    out = cam.cam_image((top, fine), (ones, torch.ones(1, 1, 2, 3)), None, None)
+    # P = sqrt(top_n · 1): top_n = [[1, .75, .5], [0, .25, .5]] → P rows [1, √.75, √.5],
+    # [0, .5, √.5]; profile [.5, (√.75 + .5)/2, √.5] / max
+    p = torch.tensor([[1.0, 0.75**0.5, 0.5**0.5], [0.0, 0.5, 0.5**0.5]])
+    profile = p.mean(dim=0)
+    torch.testing.assert_close(out[0], p * profile / profile.max())
+
+
 def test_multiscale_resolution_and_layers(model10):
     x = torch.randn(1, 6, 128, 86)
     cam = MultiScaleCAM(model10)

@@ -3,13 +3,13 @@
 The paper's own limit (its §4–5): Grad-CAM on the fused top map has 1/16 of the feature
 time resolution (one CAM frame ≈ 0.34 s), so the mask smears in time, and sounds next to
 the evidence leak into the listenable output. Shallower layers of the same network keep
-4× or 2× more frames, and LayerCAM (a positive gradient weight per position) keeps their
-maps local where Grad-CAM's per-channel mean gradient turns noisy (Jiang et al. 2021).
+4× or 2× more frames, and a weight per position (HiResCAM, LayerCAM) keeps their maps local
+where Grad-CAM's per-channel mean gradient turns noisy in shallow layers (Jiang et al. 2021).
 
 Shapes:
     features   (batch, 6, n_mels, frames)
     top map    (batch, 128, frames / 16)            fusion, Grad-CAM
-    fine maps  (batch, 128, frames / 8), (batch, 128, frames / 4)
+    fine maps  (batch, 128, frames / 8), (batch, 128, frames / 4)   HiResCAM per band path
     heatmap    (batch, 128, frames / 4)              the finest layer's grid
 """
 
@@ -33,23 +33,39 @@ DEFAULT_FINE_LAYERS = (("low.stage3", "high.stage3"), ("low.stage2", "high.stage
 
 
 class MultiScaleCAM(CAM):
-    """Geometric mean of the top layer's Grad-CAM and fine layers' LayerCAMs.
+    """Geometric mean of the top layer's Grad-CAM and fine layers' HiResCAMs.
 
     1. **Class evidence**: Grad-CAM on ``layer`` (the fused top map, stride 16), ReLU.
     2. **Location**: for each group of ``fine_layers`` (default: ``stage3`` of both band
-       paths at stride 8, ``stage2`` at stride 4), the ``fine_method`` map (default
-       LayerCAM, ``Σ_k ReLU(∂y_c/∂A_k) ⊙ A_k``) of every layer, ReLU, placed on the layer's
-       own mel bands; the two paths together cover all 128 rows.
+       paths at stride 8, ``stage2`` at stride 4), the ``fine_method`` map of every layer,
+       ReLU, placed on the layer's own mel bands; the two paths together cover all 128 rows.
+       The default, HiResCAM ``Σ_k ∂y_c/∂A_k ⊙ A_k``, is each position's first-order
+       contribution to the score. It suits a pre-activation ResNet, whose block outputs
+       are signed: a negative activation with a negative gradient counts as evidence,
+       where LayerCAM's ``ReLU(∂y_c/∂A_k) ⊙ A_k`` counts it against (``fine_method=
+       "layercam"`` selects it, ``"gradcam"`` the per-channel weights).
     3. Every map is up-sampled in time to the finest grid with :mod:`listenable.mapping`'s
        centre alignment (frame ``i`` of a stride-``s`` map sits on fine frame ``s·i / s_fine``),
        normalised per clip by its maximum, and the maps are combined by their element-wise
-       geometric mean ``(M_top · M_8 · M_4)^(1/3)``.
+       geometric mean ``P = (M_top · M_8 · M_4)^(1/3)``.
+    4. **Time gate** (``time_gate=True``): ``P(f, t) · π(t)`` with ``π`` the frequency mean
+       of ``P`` over its maximum. Frames that hold much of the located evidence win over
+       frames with one bright bin, so the percentile mask (a fixed area) fills the event's
+       frames across frequency before it spills into other frames.
 
     The product keeps only time-frequency regions that are class-relevant at the top *and*
     locally active at high resolution: the top map decides *what*, the fine maps cut *where*,
     so the 1/16 smear of the top map and the unrelated sounds beside the evidence fall out.
+
+    Measured (sigmoid masks, 75th percentile) on 40 synthetic-scene clips with planted events,
+    a McDonnell-Gao model at 92 % accuracy on them, explaining the true class, against
+    Grad-CAM: share of the mask in the events' frames 0.47 vs 0.37, event precision 0.55 vs
+    0.45 (better on 85 % of the clips), median time smear 3.01 vs 3.15; event recall falls
+    (0.73 vs 0.87): a sharper mask keeps less of the event's tail.
     A fine map that is all zero for a clip carries no location and is left out of that clip's
-    product; an all-zero top map (no positive class evidence) gives an all-zero heatmap.
+    product; if the fine maps are positive only where the top map is zero, the clip gets the
+    top map alone (so the mask is never emptier than Grad-CAM's); an all-zero top map (no
+    positive class evidence) gives an all-zero heatmap.
 
     One forward and one backward pass serve all layers (the backward stops at the lowest
     hooked layer). The heatmap is on the finest layer's grid, ``(batch, 128, frames / 4)``
@@ -63,14 +79,14 @@ class MultiScaleCAM(CAM):
         layer: str = "fusion",
         *,
         fine_layers: Sequence[Sequence[str]] = DEFAULT_FINE_LAYERS,
-        fine_method: str = "layercam",
-        floor: float = 0.0,
+        fine_method: str = "hirescam",
+        time_gate: bool = True,
     ) -> None:
         super().__init__(model, layer)
         if fine_method not in FINE_MAPS:
             raise ValueError(f"fine_method must be one of {sorted(FINE_MAPS)}, got {fine_method!r}")
         self.fine_method = fine_method
-        self.floor = floor
+        self.time_gate = time_gate
         self.groups = [tuple(group) for group in fine_layers]
         if not self.groups or not all(self.groups):
             raise ValueError("fine_layers must be a non-empty list of non-empty layer groups")
@@ -124,12 +140,20 @@ class MultiScaleCAM(CAM):
         if len({m.shape[-2] for m in maps}) != 1:
             raise ValueError(f"layer maps cover different rows: {[m.shape[-2] for m in maps]}")
         frames = max(m.shape[-1] for m in maps)
-        product = torch.ones_like(upsample_time(maps[0], frames))
+        normed = []
         for i, m in enumerate(maps):
             m = upsample_time(m, frames)
             peak = m.flatten(1).amax(dim=1)[:, None, None]
-            normed = m / peak.clamp_min(torch.finfo(m.dtype).tiny)
+            m = m / peak.clamp_min(torch.finfo(m.dtype).tiny)
             if i > 0:  # a fine map with no location leaves the product unchanged
-                normed = torch.where(peak > 0, self.floor + (1 - self.floor) * normed, 1.0)
-            product = product * normed
-        return product.pow(1.0 / len(maps))
+                m = torch.where(peak > 0, m, 1.0)
+            normed.append(m)
+        product = torch.stack(normed).prod(dim=0).pow(1.0 / len(normed))
+        # fine maps positive only where the top map is zero: keep the top map, not nothing
+        disjoint = product.flatten(1).amax(dim=1) <= 0
+        product = torch.where(disjoint[:, None, None], normed[0], product)
+        if self.time_gate:
+            profile = product.mean(dim=-2, keepdim=True)  # (batch, 1, frames)
+            peak = profile.amax(dim=-1, keepdim=True)
+            product = product * profile / peak.clamp_min(torch.finfo(profile.dtype).tiny)
+        return product

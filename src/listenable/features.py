@@ -138,22 +138,41 @@ class LogMelDeltas(nn.Module):
         )
         return spec.reshape(batch, channels, spec.shape[-2], spec.shape[-1])
 
-    def istft(self, spectrum: torch.Tensor, length: int) -> torch.Tensor:
+    def istft(
+        self, spectrum: torch.Tensor, length: int, *, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Inverse of :meth:`stft`: complex ``(batch, channels, bins, frames)`` →
         ``(batch, channels, length)``, same window, hop and centring.
 
+        ``mask (batch, bins, frames)``: multiply every channel by it first (phase kept, as
+        :func:`~listenable.masking.apply_mask`); ``spectrum`` itself is left as it is.
+
         Where the hop divides ``n_fft`` (the reference 2048 / 1024), the overlap-add is done
         by reshaping and the window envelope is cached per length: the same sums as
-        ``torch.istft``, with fewer passes over the signal.
+        ``torch.istft``, with fewer passes over the signal. On the CPU it runs one clip at a
+        time: the temporaries stay small enough for the allocator to reuse them (larger
+        blocks are page-faulted in again on every call) and the masked spectrum is still in
+        cache when the inverse FFT reads it.
         """
+        from listenable.masking import apply_mask
+
         batch, channels, bins, frames = spectrum.shape
         if self.n_fft % self.hop_length == 0 and bins == self.n_fft // 2 + 1:
             envelope = self._envelope(frames, length, spectrum.device, spectrum.real.dtype)
             if envelope is not None:
-                wave = self._overlap_add(spectrum.reshape(batch * channels, bins, frames))
+                wave = envelope.new_empty(batch, channels, length)
+                step = batch if spectrum.device.type != "cpu" else 1
                 start = self.n_fft // 2
-                wave = wave[:, start : start + length].div_(envelope)
-                return wave.reshape(batch, channels, length)
+                for i in range(0, batch, step):
+                    part = spectrum[i : i + step]
+                    if mask is not None:
+                        part = apply_mask(part, mask[i : i + step])
+                    summed = self._overlap_add(part.reshape(-1, bins, frames))
+                    out = wave[i : i + step].view(-1, length)
+                    torch.div(summed[:, start : start + length], envelope, out=out)
+                return wave
+        if mask is not None:
+            spectrum = apply_mask(spectrum, mask)
         wave = torch.istft(
             spectrum.reshape(batch * channels, bins, frames),
             n_fft=self.n_fft,

@@ -1,0 +1,663 @@
+"""Throughput of the listenable pipeline against its limit and against the usual way.
+
+Four variants, each on 10 s stereo 48 kHz clips with the full McDonnell & Gao model
+(random weights, fixed seed; the BN statistics are made non-trivial so BN is not the
+identity):
+
+p  plain      features + model forward under ``torch.inference_mode``, default (NCHW)
+              memory format: what a user's own inference loop runs
+a  limit      the same in the channels-last format the pipeline runs the model in (the
+              fastest forward found: the target b/a ≥ 0.8 is measured against it)
+b  pipeline   ``Explainer(model)(waves)`` in memory: STFT → features → Grad-CAM → mapping
+              → mask → ISTFT (listenable and residual audio)
+c  analyze    ``listenable.analyze.analyze`` on WAV files: decoding in DataLoader workers,
+              explaining, writing original/listenable/residual WAVs + JSON per clip and the
+              manifest (figures off; ``min_confidence=0`` so every clip's outputs are written)
+d  peer       the usual way, clip by clip: librosa STFT / mel (htk, norm None) / delta per
+              channel, numpy stacking, a forward for the predicted class, Captum
+              ``LayerGradCam(model, model.fusion)`` with the parameters requiring grad,
+              numpy/scipy mapping (interpolation in time, filterbank weights in frequency),
+              numpy percentile + sigmoid, librosa ISTFT per channel
+
+The machine is noisy (shared CPU), so every number comes from ONE run in which the
+variants are interleaved round by round (the order rotates each round); a ratio is taken
+within each round and the median over rounds is printed. Peak memory: CUDA
+``max_memory_allocated``; CPU peak RSS of this process (the kernel's high-water mark, which
+``resource.getrusage`` reports as ``ru_maxrss``, reset before each measurement through
+``/proc/self/clear_refs``; analyze's decoding workers are separate processes and not
+counted).
+
+    python benchmarks/pipeline.py                        # CPU defaults: batch 1,8; 8 clips
+    python benchmarks/pipeline.py --device cuda --batch-sizes 32,128,256 --dtype fp32,bf16
+    python benchmarks/pipeline.py --json bench.json --rss-clips 100,2000
+
+``--rss-clips`` checks that analyze's peak RSS does not grow with the number of clips: each
+count runs in a fresh process (so ``ru_maxrss`` starts clean) over short clips
+(``--rss-seconds``, 1 s by default, to keep it fast: the per-clip state analyze could
+accumulate — manifest rows, ids, caches — does not depend on the clip length, while the
+per-batch working set does, and stays the same for every count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SR = 48_000
+NAMES = {
+    "p": "p plain forward (NCHW)",
+    "a": "a limit (feat+forward)",
+    "b": "b pipeline (Explainer)",
+    "c": "c analyze (files)",
+    "d": "d peer (librosa+Captum)",
+}
+CLASSES = [
+    "airport",
+    "bus",
+    "metro",
+    "metro_station",
+    "park",
+    "public_square",
+    "shopping_mall",
+    "street_pedestrian",
+    "street_traffic",
+    "tram",
+]
+
+
+# --------------------------------------------------------------------------- set-up
+def make_model(device: torch.device):
+    from listenable.models import McDonnellGao
+
+    torch.manual_seed(0)
+    model = McDonnellGao(n_classes=len(CLASSES)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    model.class_names = list(CLASSES)
+    return model.to(device)
+
+
+def make_clips(n: int, seconds: float, seed: int = 0) -> torch.Tensor:
+    """``(n, 2, samples)`` scene-like audio: pink-ish noise, a tone that comes and goes."""
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * SR)
+    t = np.arange(samples) / SR
+    freqs = np.fft.rfftfreq(samples, 1 / SR)
+    out = np.empty((n, 2, samples), np.float32)
+    for i in range(n):
+        spec = np.fft.rfft(rng.standard_normal((2, samples)), axis=1)
+        pink = np.fft.irfft(spec / np.sqrt(np.maximum(freqs, 20.0)), samples, axis=1)
+        pink /= np.abs(pink).max()
+        f0 = rng.uniform(100, 2000)
+        on = (np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t + rng.uniform(0, 6)) > 0).astype(float)
+        tone = np.sin(2 * np.pi * f0 * t) * on
+        out[i] = 0.3 * pink + 0.2 * tone * np.array([[1.0], [0.6]])
+    return torch.from_numpy(out)
+
+
+def write_tree(root: Path, clips: torch.Tensor) -> Path:
+    """A class-folder data set of the clips (24-bit WAV, as TAU)."""
+    import soundfile as sf
+
+    for i, wave in enumerate(clips):
+        folder = root / CLASSES[i % len(CLASSES)]
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"clip{i:05d}.wav", wave.numpy().T, SR, subtype="PCM_24")
+    return root
+
+
+class PeakMemory:
+    """Peak memory of what runs inside: CUDA allocator peak, or this process's peak RSS."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mib = float("nan")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            _reset_rss_peak()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self.mib = _rss_peak_mib()
+        return False
+
+
+def _reset_rss_peak() -> bool:
+    try:  # Linux ≥ 4.0: "5" resets the peak RSS (VmHWM, what getrusage reports)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_peak_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its waited-for children (analyze's workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------- variants
+def run_limit(explainer, waves, batch: int) -> None:
+    """Features + forward under ``torch.inference_mode``, in the precision and memory format
+    the explainer runs the model in (:meth:`Explainer.logits`)."""
+    for i in range(0, len(waves), batch):
+        explainer.logits(waves[i : i + batch])
+    sync(waves.device)
+
+
+def run_pipeline(explainer, waves, batch: int, keep: bool = False) -> list:
+    """``Explainer(model)(batch)`` over the clips; the masks are kept only for the checks."""
+    masks = []
+    for i in range(0, len(waves), batch):
+        mask = explainer(waves[i : i + batch]).mask
+        if keep:
+            masks.append(mask)
+    sync(waves.device)
+    return masks
+
+
+def run_analyze(model, data_root: Path, batch: int, workers: int, work: Path) -> None:
+    import shutil
+
+    from listenable.analyze import AnalyzeConfig, analyze
+    from listenable.data import folder_dataset
+
+    out = Path(tempfile.mkdtemp(prefix="analyze-", dir=work))
+    cfg = AnalyzeConfig(
+        split="all", min_confidence=0.0, batch_size=batch, workers=workers, figures=False
+    )
+    try:
+        analyze(folder_dataset(data_root), out, model, {"class_names": CLASSES}, cfg)
+        sync(next(model.parameters()).device)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+class Peer:
+    """The usual way, one clip at a time, as a user would script it with librosa + Captum."""
+
+    def __init__(self, model, device: torch.device) -> None:
+        import librosa
+        from captum.attr import LayerGradCam
+
+        self.librosa = librosa
+        self.model = model
+        self.device = device
+        self.gradcam = LayerGradCam(model, model.fusion)
+        fb = librosa.filters.mel(
+            sr=SR, n_fft=2048, n_mels=128, fmin=0.0, fmax=SR / 2, htk=True, norm=None
+        )
+        cover = fb.sum(axis=0)
+        fmat = (fb / np.maximum(cover, 1e-30)).T  # (bins, mels): weighted mean of the bands
+        centres = librosa.mel_frequencies(n_mels=130, fmin=0.0, fmax=SR / 2, htk=True)[1:-1]
+        freqs = librosa.fft_frequencies(sr=SR, n_fft=2048)
+        for k in np.flatnonzero(cover <= 0):  # bins no band covers: the nearest band
+            fmat[k] = 0.0
+            fmat[k, np.argmin(np.abs(centres - freqs[k]))] = 1.0
+        self.fmat = fmat
+
+    def features(self, wave: np.ndarray):
+        lr = self.librosa
+        stfts, logmels, d1s, d2s = [], [], [], []
+        for channel in wave:
+            spec = lr.stft(
+                channel, n_fft=2048, hop_length=1024, window="hann", center=True, pad_mode="reflect"
+            )
+            mel = lr.feature.melspectrogram(
+                S=np.abs(spec) ** 2, sr=SR, n_mels=128, htk=True, norm=None
+            )
+            logmel = np.log(mel + 1e-8)
+            d1 = lr.feature.delta(logmel, width=5)[:, 2:-2]  # interior = valid delta
+            d2 = lr.feature.delta(d1, width=5)[:, 2:-2]
+            stfts.append(spec)
+            logmels.append(logmel[:, 4:-4])
+            d1s.append(d1[:, 2:-2])
+            d2s.append(d2)
+        x = np.stack(logmels + d1s + d2s)[None].astype(np.float32)  # (1, 6, 128, frames)
+        return stfts, x
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        stfts, x = self.features(wave)
+        x = torch.from_numpy(x).to(self.device)
+        with torch.no_grad():
+            target = int(self.model(x).argmax(dim=1))
+        cam = self.gradcam.attribute(x, target=target, relu_attributions=True)
+        cam = cam[0, 0].detach().float().cpu().numpy()  # (128, cam_frames)
+        frames = stfts[0].shape[1]
+        stride = 16
+        centres = 4 + stride * np.arange(cam.shape[1])
+        cam_t = np.stack([np.interp(np.arange(frames), centres, row) for row in cam])
+        grid = self.fmat @ cam_t  # (bins, frames)
+        span = grid.max() - grid.min()
+        grid = (grid - grid.min()) / span if span > 0 else np.zeros_like(grid)
+        theta = np.percentile(grid, 75)
+        mask = 1.0 / (1.0 + np.exp(-100.0 * (grid - theta)))
+        self.listenable = np.stack(
+            [
+                self.librosa.istft(
+                    spec * mask, hop_length=1024, window="hann", center=True, length=wave.shape[-1]
+                )
+                for spec in stfts
+            ]
+        )
+        return mask
+
+
+def run_peer(peer: Peer, waves_np: np.ndarray) -> list:
+    peer.model.requires_grad_(True)  # as a user leaves them
+    masks = [peer(w) for w in waves_np]
+    sync(peer.device)
+    return masks
+
+
+# --------------------------------------------------------------------------- RSS check
+def rss_probe(data_root: Path, count: int, batch: int, workers: int, work: Path) -> dict:
+    """Run analyze on the first ``count`` clips of ``data_root``; report peak RSS."""
+    from listenable.analyze import AnalyzeConfig, analyze
+    from listenable.data import AudioDataset, folder_dataset
+
+    full = folder_dataset(data_root)
+    data = AudioDataset(full.items[:count], full.class_names, full.root)
+    model = make_model(torch.device("cpu"))
+    cfg = AnalyzeConfig(
+        split="all", min_confidence=0.0, batch_size=batch, workers=workers, figures=False
+    )
+    out = Path(tempfile.mkdtemp(prefix=f"rss{count}-", dir=work))
+    t0 = time.perf_counter()
+    summary = analyze(data, out, model, {"class_names": CLASSES}, cfg)
+    seconds = time.perf_counter() - t0
+    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "clips": count,
+        "done": summary["totals"]["clips"],
+        "seconds": seconds,
+        "peak_rss_mib": self_kib / 1024,
+        "worker_peak_rss_mib": child_kib / 1024,
+    }
+
+
+def rss_check(args, work: Path) -> dict:
+    counts = [int(c) for c in args.rss_clips.split(",")]
+    root = work / "rss-data"
+    n = max(counts)
+    print(f"\nRSS check: analyze on {counts} clips of {args.rss_seconds:g} s (fresh process each)")
+    chunk = 200
+    for start in range(0, n, chunk):
+        write_tree_offset(
+            root, make_clips(min(chunk, n - start), args.rss_seconds, seed=start), start
+        )
+    results = []
+    for count in counts:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--rss-probe",
+            str(count),
+            "--rss-data",
+            str(root),
+            "--rss-batch",
+            str(args.rss_batch),
+            "--workers",
+            str(args.workers),
+            "--work",
+            str(work),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise SystemExit(f"RSS probe failed:\n{res.stderr}")
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        results.append(row)
+        print(
+            f"  {row['clips']:6d} clips: peak RSS {row['peak_rss_mib']:7.1f} MiB "
+            f"(workers {row['worker_peak_rss_mib']:.1f} MiB), {row['done'] / row['seconds']:.1f} clips/s"
+        )
+    growth = results[-1]["peak_rss_mib"] / results[0]["peak_rss_mib"]
+    print(f"  peak RSS {counts[-1]} vs {counts[0]} clips: x{growth:.3f} (target ≤ 1.10)")
+    return {"runs": results, "growth": growth}
+
+
+def write_tree_offset(root: Path, clips: torch.Tensor, offset: int) -> None:
+    import soundfile as sf
+
+    for i, wave in enumerate(clips):
+        folder = root / CLASSES[(offset + i) % len(CLASSES)]
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"clip{offset + i:05d}.wav", wave.numpy().T, SR, subtype="PCM_16")
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--batch-sizes", help="comma-separated (default: 1,8 on CPU; 32,128,256 on CUDA)"
+    )
+    p.add_argument(
+        "--clips", type=int, help="clips per variant per round (default: 8 CPU, 512 CUDA)"
+    )
+    p.add_argument(
+        "--peer-clips", type=int, help="clips per round for the peer (default: 4 CPU, 16 CUDA)"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument(
+        "--dtype", default=None, help="fp32,bf16 (default: fp32 on CPU, fp32,bf16 on CUDA)"
+    )
+    p.add_argument("--workers", type=int, default=None, help="analyze decoding workers")
+    p.add_argument("--variants", default="p,a,b,c,d", help="subset of p,a,b,c,d, or none")
+    p.add_argument(
+        "--checkpoint",
+        help="a trained checkpoint instead of random weights (e.g. for the bf16 check)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--rss-clips", help="e.g. 100,2000: analyze peak RSS vs number of clips")
+    p.add_argument("--rss-seconds", type=float, default=1.0)
+    p.add_argument("--rss-batch", type=int, default=8)
+    p.add_argument("--work", help="scratch folder (default: a temporary one)")
+    p.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--rss-data", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def median(values):
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    if args.workers is None:
+        args.workers = min(8, max(1, (os.cpu_count() or 2) // 2))
+    if args.rss_probe is not None:  # internal: one fresh-process RSS measurement
+        print(
+            json.dumps(
+                rss_probe(
+                    Path(args.rss_data),
+                    args.rss_probe,
+                    args.rss_batch,
+                    args.workers,
+                    Path(args.work),
+                )
+            )
+        )
+        return 0
+
+    work_ctx = tempfile.TemporaryDirectory(prefix="listenable-bench-") if not args.work else None
+    work = Path(args.work or work_ctx.name)
+    work.mkdir(parents=True, exist_ok=True)
+    result = {}
+    try:
+        if args.variants != "none":
+            result.update(timings(args, work))
+        if args.rss_clips:
+            result["rss"] = rss_check(args, work)
+    finally:
+        if work_ctx is not None:
+            work_ctx.cleanup()
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written {args.json}")
+    return 0
+
+
+def timings(args, work: Path) -> dict:
+    """The interleaved rounds of variants a–d; prints the table and returns it."""
+    cuda = args.device == "cuda"
+    device = torch.device("cuda" if cuda else "cpu")
+    batch_sizes = [
+        int(b) for b in (args.batch_sizes or ("32,128,256" if cuda else "1,8")).split(",")
+    ]
+    n_clips = args.clips or (512 if cuda else 8)
+    n_clips = max(n_clips, max(batch_sizes))
+    n_peer = args.peer_clips or (16 if cuda else 4)
+    dtypes = (args.dtype or ("fp32,bf16" if cuda else "fp32")).split(",")
+    variants = args.variants.split(",")
+
+    from listenable.explain import Explainer
+
+    info = {
+        "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+        "model": args.checkpoint or "McDonnellGao, random weights (seed 0)",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_start": os.getloadavg(),
+        "clip_seconds": 10.0,
+        "clips_per_round": n_clips,
+        "peer_clips_per_round": n_peer,
+        "rounds": args.rounds,
+        "analyze_workers": args.workers,
+    }
+    print(
+        f"device {info['device']} ({'cuda' if cuda else 'cpu'}), {info['cpu_count']} CPUs, "
+        f"torch {info['torch']} with {info['torch_threads']} threads, load average "
+        f"{info['load_average_start'][0]:.2f}"
+    )
+    if args.checkpoint:
+        from listenable.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(args.checkpoint, device=device)
+        model.class_names = CLASSES[:] = list(meta["class_names"])
+    else:
+        model = make_model(device)
+    clips = make_clips(n_clips, 10.0)
+    waves = clips.to(device)
+    explainers = {dt: Explainer(model, precision=dt) for dt in dtypes}
+    plain = {dt: Explainer(model, precision=dt, channels_last=False) for dt in dtypes}
+    data_root = write_tree(work / "data", clips) if "c" in variants else None
+    peer = Peer(model, device) if "d" in variants else None
+    peer_np = clips[:n_peer].numpy()
+
+    # warm-up (and the correctness cross-checks)
+    run_limit(explainers[dtypes[0]], waves[: max(batch_sizes)], max(batch_sizes))
+    checks = {}
+    fp32 = explainers.get("fp32") or Explainer(model)
+    ref = torch.cat(run_pipeline(fp32, waves[: max(batch_sizes)], max(batch_sizes), True))
+    hard = lambda m: torch.as_tensor(m) > 0.5  # noqa: E731
+    if peer is not None:
+        pm = run_peer(peer, peer_np[:2])
+        agree = [float((hard(p) == hard(ref[i].cpu())).float().mean()) for i, p in enumerate(pm)]
+        checks["mask_agreement_pipeline_vs_peer"] = min(agree)
+    if "bf16" in dtypes and "fp32" in dtypes:
+        fp = torch.cat(run_pipeline(explainers["fp32"], waves[:n_clips], max(batch_sizes), True))
+        bf = torch.cat(run_pipeline(explainers["bf16"], waves[:n_clips], max(batch_sizes), True))
+        same = (hard(fp) == hard(bf)).float()
+        checks["mask_agreement_bf16_vs_fp32"] = float(same.mean())
+        checks["mask_agreement_bf16_vs_fp32_worst_clip"] = float(same.mean(dim=(1, 2)).min())
+    if data_root is not None:
+        run_analyze(model, data_root, batch_sizes[0], args.workers, work)
+    for name, value in checks.items():
+        print(f"check: {name} = {value * 100:.3f} % of bins (binarised at 0.5)")
+
+    # the interleaved rounds
+    jobs = []
+    for dt in dtypes:
+        for bs in batch_sizes:
+            if "p" in variants:
+                jobs.append(("p", bs, dt))
+            if "a" in variants:
+                jobs.append(("a", bs, dt))
+            if "b" in variants:
+                jobs.append(("b", bs, dt))
+            if "c" in variants and dt == "fp32":
+                jobs.append(("c", bs, dt))
+    if "d" in variants:
+        jobs.append(("d", 1, "fp32"))
+    wall: dict[tuple, list[float]] = {j: [] for j in jobs}
+    cpu: dict[tuple, list[float]] = {j: [] for j in jobs}
+    memory: dict[tuple, float] = {j: 0.0 for j in jobs}
+    t_start = time.perf_counter()
+    for r in range(args.rounds):
+        shift = r % len(jobs)
+        for job in jobs[shift:] + jobs[:shift]:
+            variant, bs, dt = job
+            with PeakMemory(device) as mem:
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                if variant == "a":
+                    run_limit(explainers[dt], waves, bs)
+                    n = len(waves)
+                elif variant == "p":
+                    run_limit(plain[dt], waves, bs)
+                    n = len(waves)
+                elif variant == "b":
+                    run_pipeline(explainers[dt], waves, bs)
+                    n = len(waves)
+                elif variant == "c":
+                    run_analyze(model, data_root, bs, args.workers, work)
+                    n = len(waves)
+                else:
+                    run_peer(peer, peer_np)
+                    n = len(peer_np)
+                seconds, cpu_s = time.perf_counter() - t0, cpu_seconds() - c0
+            wall[job].append(n / seconds)
+            cpu[job].append(n / cpu_s)
+            memory[job] = max(memory[job], mem.mib)
+        print(
+            f"round {r + 1}/{args.rounds} done ({time.perf_counter() - t_start:.0f} s)", flush=True
+        )
+
+    mem_label = "peak alloc MiB" if cuda else "peak RSS MiB"
+    rows = []
+    print(
+        f"\n{'variant':26s} {'dtype':5s} {'batch':>5s} {'clips/s':>8s} {'min..max':>12s} "
+        f"{'clips/cpu-s':>11s} {mem_label:>14s}"
+    )
+    for job in jobs:
+        variant, bs, dt = job
+        rate, rate_cpu = median(wall[job]), median(cpu[job])
+        rows.append(
+            {
+                "variant": variant,
+                "name": NAMES[variant],
+                "dtype": dt,
+                "batch_size": bs,
+                "clips_per_s": rate,
+                "clips_per_s_rounds": wall[job],
+                "clips_per_cpu_s": rate_cpu,
+                "clips_per_cpu_s_rounds": cpu[job],
+                "peak_mib": memory[job],
+            }
+        )
+        spread = f"{min(wall[job]):.2f}..{max(wall[job]):.2f}"
+        print(
+            f"{NAMES[variant]:26s} {dt:5s} {bs:5d} {rate:8.2f} {spread:>12s} {rate_cpu:11.2f} "
+            f"{memory[job]:14.0f}"
+        )
+
+    ratios = []
+
+    def ratio(label, num, den, target=None):
+        if num not in wall or den not in wall:
+            return
+        per_round = [x / y for x, y in zip(wall[num], wall[den])]
+        per_round_cpu = [x / y for x, y in zip(cpu[num], cpu[den])]
+        value, value_cpu = median(per_round), median(per_round_cpu)
+        ratios.append(
+            {
+                "ratio": label,
+                "num": list(num),
+                "den": list(den),
+                "value": value,
+                "rounds": per_round,
+                "value_cpu_time": value_cpu,
+                "rounds_cpu_time": per_round_cpu,
+                "target": target,
+            }
+        )
+        mark = "" if target is None else ("ok" if value >= target else f"< {target}")
+        mark_cpu = "" if target is None else ("ok" if value_cpu >= target else f"< {target}")
+        print(
+            f"  {label:4s} {num[2]:5s} batch {num[1]:4d}:  wall {value:6.3f} {mark:6s} "
+            f"cpu-time {value_cpu:6.3f} {mark_cpu:6s} rounds {', '.join(f'{v:.2f}' for v in per_round)}"
+        )
+
+    print("\nratios (median over rounds of the ratio within a round; cpu-time = the same from")
+    print("this process's CPU seconds, analyze's workers included: steadier on a shared machine)")
+    for dt in dtypes:
+        for bs in batch_sizes:
+            ratio("b/a", ("b", bs, dt), ("a", bs, dt), 0.8)
+    for dt in dtypes:
+        for bs in batch_sizes:
+            ratio("b/p", ("b", bs, dt), ("p", bs, dt))
+    for bs in batch_sizes:
+        ratio("c/b", ("c", bs, "fp32"), ("b", bs, "fp32"), 0.5 if cuda else None)
+    for dt in dtypes:
+        for bs in batch_sizes:
+            ratio("b/d", ("b", bs, dt), ("d", 1, "fp32"), 2.0)
+    for dt in dtypes:
+        best = {
+            v: max((median(wall[j]), j) for j in jobs if j[0] == v and j[2] == dt)
+            for v in "ab"
+            if any(j[0] == v and j[2] == dt for j in jobs)
+        }
+        if len(best) == 2:
+            (rb, jb), (ra, ja) = best["b"], best["a"]
+            print(
+                f"  best b / best a ({dt}): {rb / ra:.3f}  (b at batch {jb[1]}: {rb:.2f} clips/s, "
+                f"a at batch {ja[1]}: {ra:.2f} clips/s)"
+            )
+            ratios.append(
+                {"ratio": "best b / best a", "dtype": dt, "value": rb / ra, "target": 0.8}
+            )
+    info["load_average_end"] = os.getloadavg()
+    info["seconds"] = time.perf_counter() - t_start
+    print(
+        f"load average at the end {info['load_average_end'][0]:.2f}; timed part {info['seconds']:.0f} s"
+    )
+
+    return {"info": info, "checks": checks, "rows": rows, "ratios": ratios}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

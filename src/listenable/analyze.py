@@ -192,6 +192,7 @@ def analyze(
         prefetch_factor=4 if cfg.workers else None,
     )
     t0, processed = time.perf_counter(), 0
+    protected = frozenset(os.path.realpath(p) for p in paths)  # outputs never replace these
     with open(manifest_path, "a", encoding="utf-8") as manifest:
         for batch in loader:
             rows = _process_batch(
@@ -205,6 +206,7 @@ def analyze(
                 data_names,
                 class_names,
                 explanation_record,
+                protected,
             )
             manifest.write("".join(_line(r) for r in rows))
             manifest.flush()
@@ -317,7 +319,17 @@ def summarise(rows, class_names: list[str], cfg: AnalyzeConfig, meta: dict) -> d
 
 
 def _process_batch(
-    batch, explainer, out, cfg, ids, paths, labels, data_names, class_names, explanation_record
+    batch,
+    explainer,
+    out,
+    cfg,
+    ids,
+    paths,
+    labels,
+    data_names,
+    class_names,
+    explanation_record,
+    protected=frozenset(),
 ) -> list[dict]:
     rows: list[dict] = []
     good = []
@@ -370,7 +382,7 @@ def _process_batch(
                         cfg,
                         record,
                         paths[index],
-                        inputs=paths,
+                        inputs=protected,
                     )
                 except (OSError, ValueError, ListenableError) as exc:  # NaN JSON, disk full
                     rows.append(
@@ -439,8 +451,9 @@ def _write_outputs(
     record: dict,
     source: Path,
     *,
-    inputs=(),
+    inputs: frozenset = frozenset(),
 ) -> dict:
+    """Write a selected clip's outputs; ``inputs`` = real paths of every input clip."""
     folder = slug(class_name)
     rel = {
         "original": f"{folder}/{clip_id}.original.wav",
@@ -454,7 +467,7 @@ def _write_outputs(
     for r in rel.values():
         real = os.path.realpath(out / r)
         # another clip of the data set (out = the data root): checked only for existing files
-        if real == src or (os.path.exists(real) and real in map(os.path.realpath, inputs)):
+        if real == src or real in inputs:
             raise ListenableError(f"{source}: output {out / r} would overwrite an input")
     write_audio(out / rel["original"], wave, expl.sample_rate, subtype="PCM_16")
     write_audio(out / rel["listenable"], expl.listenable, expl.sample_rate, subtype="PCM_16")

@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from listenable.data.scenes import CLASSES as SCENE_CLASSES
+
 SR = 48_000
 NAMES = {
     "p": "p plain forward (NCHW)",
@@ -63,18 +65,7 @@ NAMES = {
     "c": "c analyze (files)",
     "d": "d peer (librosa+Captum)",
 }
-CLASSES = [
-    "airport",
-    "bus",
-    "metro",
-    "metro_station",
-    "park",
-    "public_square",
-    "shopping_mall",
-    "street_pedestrian",
-    "street_traffic",
-    "tram",
-]
+CLASSES = list(SCENE_CLASSES)  # mutable: a --checkpoint replaces them with its own
 
 
 # --------------------------------------------------------------------------- set-up

@@ -92,7 +92,18 @@ def _fast(name, model):
     """A method instance that keeps the tests fast: Score-CAM reads a 24-channel layer, the
     path methods take few steps."""
     layer = "low.stage1" if name == "scorecam" else "fusion"
-    return get_method(name)(model, layer, **FAST.get(name, {}))
+    method = get_method(name)(model, layer, **FAST.get(name, {}))
+    if not method.uses_spectrum:
+        return method
+    return lambda x, target=None: method(x, target, spectrum=_spectrum_for(x))
+
+
+def _spectrum_for(features, seed=0):
+    """A complex spectrum ``(batch, 2, 1025, frames + 8)`` for a method that re-runs the
+    model on masked audio (its values need not match ``features`` for these tests)."""
+    batch, frames = features.shape[0], features.shape[-1] + 8
+    g = torch.Generator().manual_seed(seed)
+    return torch.complex(*torch.randn(2, batch, 2, 1025, frames, generator=g))
 
 
 # --- the gradient-weighted CAMs -------------------------------------------------------------
@@ -373,7 +384,8 @@ def test_every_method_through_explain(model10, rng, name):
     e = explain(clip, model10, method=name, layer=layer)
     assert e.mask.shape == (1025, 47)
     assert torch.isfinite(e.mask).all() and 0 <= float(e.mask.min()) <= float(e.mask.max()) <= 1
-    frames = {"saliency": 39, "integrated_gradients": 39, "smoothgrad": 39, "multiscale": 10}
+    frames = {"saliency": 39, "integrated_gradients": 39, "smoothgrad": 39}
+    frames |= {"multiscale": 10, "optimised": 10}
     rows = 64 if name == "scorecam" else 128
     assert e.heatmap.shape == (rows, frames.get(name, 20 if name == "scorecam" else 3))
     assert torch.isfinite(e.heatmap).all() and (e.heatmap >= 0).all()

@@ -143,7 +143,14 @@ class Explainer:
         device = next(model.parameters()).device
         self.features = (features or LogMelDeltas()).to(device)
         self.mapping = SpectrogramMapping(self.features)
-        self.cam = get_method(method)(model, layer, **(method_options or {}))
+        cls = get_method(method)
+        options = dict(method_options or {})
+        if getattr(cls, "uses_spectrum", False):  # it re-runs the mask: hand it ours
+            options.setdefault("features", self.features)
+            options.setdefault("percentile", percentile)
+            options.setdefault("delta", delta)
+            options.setdefault("mode", mode)
+        self.cam = cls(model, layer, **options)
         self.method = method
         self.layer = layer
         self.percentile = percentile
@@ -214,7 +221,7 @@ class Explainer:
         with torch.no_grad():
             feats = self.model_input(self.features.from_stft(spectrum))
         with self.autocast():
-            result = self._cam(feats, self.target_index(target))
+            result = self._cam(feats, self.target_index(target), spectrum)
         with torch.no_grad():
             grid = self.mapping(result.heatmap.float(), spectrum.shape[-1], self.mel_bands)
             if silent is None:
@@ -229,17 +236,21 @@ class Explainer:
             )
         return result.heatmap, mask, result.logits, result.target, empty
 
-    def _cam(self, feats: torch.Tensor, target):
-        """The CAM over ``feats`` in passes of :attr:`cam_batch` clips (results concatenated)."""
+    def _cam(self, feats: torch.Tensor, target, spectrum: torch.Tensor):
+        """The CAM over ``feats`` in passes of :attr:`cam_batch` clips (results concatenated);
+        a method that ``uses_spectrum`` gets the matching part of ``spectrum`` too."""
         step = self.cam_batch or len(feats)
+        wants = getattr(self.cam, "uses_spectrum", False)
+
+        def run(part: slice):
+            t = target[part] if isinstance(target, list) else target
+            if wants:
+                return self.cam(feats[part], t, spectrum=spectrum[part])
+            return self.cam(feats[part], t)
+
         if len(feats) <= step:
-            return self.cam(feats, target)
-        parts = [
-            self.cam(
-                feats[i : i + step], target[i : i + step] if isinstance(target, list) else target
-            )
-            for i in range(0, len(feats), step)
-        ]
+            return run(slice(None))
+        parts = [run(slice(i, i + step)) for i in range(0, len(feats), step)]
         return replace(
             parts[0],
             heatmap=torch.cat([p.heatmap for p in parts]),

@@ -225,7 +225,11 @@ class LogMelDeltas(nn.Module):
 
     def from_stft(self, spectrum: torch.Tensor) -> torch.Tensor:
         """Complex spectrum ``(batch, 2, bins, frames)`` → features ``(batch, 6, n_mels, frames - 8)``."""
-        power = spectrum.real.square() + spectrum.imag.square()
+        return self.from_power(spectrum.real.square() + spectrum.imag.square())
+
+    def from_power(self, power: torch.Tensor) -> torch.Tensor:
+        """Power spectrum ``|X|²`` ``(batch, 2, bins, frames)`` → features, as :meth:`from_stft`
+        (differentiable: a method may optimise a mask on the power spectrum through it)."""
         mel = torch.matmul(self.filterbank, power)  # (batch, 2, n_mels, frames)
         logmel = torch.log(mel + LOG_OFFSET)
         d1 = delta(logmel)

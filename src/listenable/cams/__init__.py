@@ -11,6 +11,7 @@ from listenable.cams.eigencam import EigenCAM
 from listenable.cams.gradcam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from listenable.cams.input_gradients import IntegratedGradients, Saliency, SmoothGrad
 from listenable.cams.multiscale import MultiScaleCAM
+from listenable.cams.optimised import OptimisedMask
 from listenable.cams.scorecam import ScoreCAM
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "LayerCAM",
     "METHODS",
     "MultiScaleCAM",
+    "OptimisedMask",
     "RandomCAM",
     "Saliency",
     "ScoreCAM",
@@ -47,6 +49,7 @@ METHODS: dict[str, type] = {
     "smoothgrad": SmoothGrad,
     "random": RandomCAM,
     "multiscale": MultiScaleCAM,
+    "optimised": OptimisedMask,
 }
 
 

@@ -187,6 +187,11 @@ class CAM:
 
     #: Methods that need no backward pass (Eigen-CAM, Score-CAM) set this to False.
     uses_gradients = True
+    #: Methods that re-run the model on masked audio set this to True; they are then called
+    #: as ``cam(features, target, spectrum=spectrum)`` and built by the
+    #: :class:`~listenable.explain.Explainer` with its ``features``, ``percentile``,
+    #: ``delta`` and ``mode`` (:class:`~listenable.cams.optimised.OptimisedMask`).
+    uses_spectrum = False
 
     def __init__(self, model: nn.Module, layer: str = "fusion") -> None:
         self.model = model

@@ -52,6 +52,13 @@ class MultiScaleCAM(CAM):
        of ``P`` over its maximum. Frames that hold much of the located evidence win over
        frames with one bright bin, so the percentile mask (a fixed area) fills the event's
        frames across frequency before it spills into other frames.
+    5. **Fill** (``fill=ε > 0``, default 0): ``+ ε · M_top``. The product is zero wherever
+       a fine map is, often on more than 75 % of the grid, and the floor bins never pass
+       the mask: the listenable output then keeps less than the percentile's area (6–36 %
+       of the bins against Grad-CAM's 14–38 % on the shipped model) and loses the class
+       more often. The fill ranks the rest of the top map's support after the located
+       evidence, so the mask has Grad-CAM's area with the sharp evidence first
+       (:class:`~listenable.cams.optimised.OptimisedMask` starts from it).
 
     The product keeps only time-frequency regions that are class-relevant at the top *and*
     locally active at high resolution: the top map decides *what*, the fine maps cut *where*,
@@ -81,8 +88,12 @@ class MultiScaleCAM(CAM):
         fine_layers: Sequence[Sequence[str]] = DEFAULT_FINE_LAYERS,
         fine_method: str = "hirescam",
         time_gate: bool = True,
+        fill: float = 0.0,
     ) -> None:
         super().__init__(model, layer)
+        if not fill >= 0.0:
+            raise ValueError(f"fill must be >= 0, got {fill}")
+        self.fill = float(fill)
         if fine_method not in FINE_MAPS:
             raise ValueError(f"fine_method must be one of {sorted(FINE_MAPS)}, got {fine_method!r}")
         self.fine_method = fine_method
@@ -156,4 +167,6 @@ class MultiScaleCAM(CAM):
             profile = product.mean(dim=-2, keepdim=True)  # (batch, 1, frames)
             peak = profile.amax(dim=-1, keepdim=True)
             product = product * profile / peak.clamp_min(torch.finfo(profile.dtype).tiny)
+        if self.fill > 0:  # rank the rest of the top map's support after the located evidence
+            product = product + self.fill * normed[0]
         return product

@@ -1,0 +1,175 @@
+"""A sharp mask that keeps the model's decision: the multi-scale map, edited by gradient
+steps on the mask itself until the listenable output is classified as the clip was.
+
+The multi-scale map (:class:`~listenable.cams.multiscale.MultiScaleCAM`) cuts Grad-CAM's
+time smear and the leakage beside the events, but its listenable output loses the class
+more often than Grad-CAM's: the located evidence alone is not always what the model needs.
+This method asks the model. Starting from the multi-scale map (filled by the top map, so
+the mask has Grad-CAM's area), it checks what the model says about the masked clip and,
+only for the clips whose decision is lost, moves the few bins that matter most:
+
+    z ← clip(z − η · ∇_z L / max|∇_z L|, 0, 1),   L = Σ_clips ReLU(margin − gap)
+
+``gap = y_c(M(z) ⊙ X) − max_{k≠c} y_k(M(z) ⊙ X)`` is the explained class's lead over the
+runner-up on the masked clip, ``M(z)`` the very mask the listenable output gets (the map
+on the STFT grid through the mel geometry, min-max normalised, the explainer's percentile
+and slope; floor bins stay out), differentiated with a gentler slope (straight-through:
+the forward pass uses the real mask). The masked clip's features come from the masked
+power spectrum ``M² |X|²`` (:meth:`~listenable.features.LogMelDeltas.from_power`), the
+inverse STFT left out (it changes the features of a smooth mask very little).
+
+A clip stops as soon as its gap reaches ``margin`` (most clips: before the first step, so
+their map is the multi-scale one), or after ``steps``. The step is normalised per clip by
+its largest gradient, so each step moves mainly the bins the decision is most sensitive
+to, by up to ``η``: an edit, not a new map (on a bus scene that multi-scale got wrong,
+5 steps moved 2.5 % of the map's values by more than 0.1). The mask can change more than
+the map: the fill's low values re-rank easily around the percentile.
+
+Measured on 19 clips of the unseen seed-99 scenes with the shipped model (explaining the
+prediction): the listenable output keeps the decision for 89 % of the clips against
+Grad-CAM's 74 % and plain multi-scale's 26 %, while 50 % of its energy is planted event
+against Grad-CAM's 41 %; 1.6 s per clip on a 2-core CPU.
+
+Shapes:
+    features   (batch, 6, n_mels, frames)
+    spectrum   (batch, 2, freq_bins, stft_frames)   complex, what the features came from
+    heatmap    (batch, n_mels, frames / 4)          the multi-scale grid
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from listenable.cams.base import CAM, CAMResult, frozen_parameters
+from listenable.cams.multiscale import MultiScaleCAM
+from listenable.features import LogMelDeltas
+from listenable.mapping import SpectrogramMapping
+from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, MODES, percentile
+
+__all__ = ["OptimisedMask"]
+
+log = logging.getLogger(__name__)
+
+
+class OptimisedMask(CAM):
+    """The multi-scale map, minimally edited until the masked clip keeps the decision.
+
+    Args:
+        model, layer: as every CAM; ``layer`` is the multi-scale method's top layer.
+        features: the explainer's front end (its STFT geometry and mel filterbank);
+            :class:`~listenable.explain.Explainer` passes its own.
+        percentile, delta, mode: the mask the listenable output gets (the explainer
+            passes its own).
+        steps: most edit steps per clip (each one forward and one backward pass).
+        step_size: ``η``, the largest change of a map value in one step.
+        margin: the logit lead over the runner-up a clip must reach to stop.
+        fill: the multi-scale method's ``fill`` (0 turns the fill off).
+        soft_slope: the sigmoid slope the gradient is taken with.
+        multiscale_options: more options of :class:`MultiScaleCAM`.
+
+    Call it with the spectrum the features came from:
+    ``OptimisedMask(model)(features, target, spectrum=spectrum)``; an
+    :class:`~listenable.explain.Explainer` does.
+    """
+
+    #: The explainer hands this method the spectrum (and its front end, mask settings).
+    uses_spectrum = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str = "fusion",
+        *,
+        features: LogMelDeltas | None = None,
+        percentile: float = DEFAULT_PERCENTILE,
+        delta: float = DEFAULT_DELTA,
+        mode: str = "sigmoid",
+        steps: int = 20,
+        step_size: float = 0.3,
+        margin: float = 0.5,
+        fill: float = 0.05,
+        soft_slope: float = 20.0,
+        multiscale_options: dict | None = None,
+    ) -> None:
+        super().__init__(model, layer)
+        if steps < 0 or not step_size > 0 or not soft_slope > 0:
+            raise ValueError(
+                f"need steps >= 0, step_size > 0, soft_slope > 0; got {steps}, {step_size}, "
+                f"{soft_slope}"
+            )
+        if mode not in MODES:
+            raise ValueError(f"unknown mask mode {mode!r}; choose from {MODES}")
+        self.start = MultiScaleCAM(model, layer, fill=fill, **(multiscale_options or {}))
+        self.mel_bands = self.start.mel_bands
+        self.features = features or LogMelDeltas()
+        self.mapping = SpectrogramMapping(self.features)
+        self.percentile = float(percentile)
+        self.slope = min(10.0**delta, 1e30)
+        self.mode = mode
+        self.steps = int(steps)
+        self.step_size = float(step_size)
+        self.margin = float(margin)
+        self.soft_slope = float(soft_slope)
+
+    def mask(self, z: torch.Tensor, frames: int) -> torch.Tensor:
+        """The listenable output's mask ``(batch, bins, frames)`` of the map ``z``, with the
+        gradient of a ``soft_slope`` sigmoid (straight-through)."""
+        grid = self.mapping(z, frames, self.mel_bands)
+        flat = grid.detach().flatten(1)
+        low = flat.amin(dim=1)[:, None, None]
+        span = (flat.amax(dim=1)[:, None, None] - low).clamp_min(1e-12)
+        normed = (grid - low) / span
+        floor = normed.detach() <= 0
+        if self.mode == "soft":
+            return normed.masked_fill(floor, 0.0)
+        theta = percentile(normed.detach(), self.percentile)[:, None, None]
+        if self.mode == "hard":
+            real = (normed.detach() >= theta).to(normed.dtype)
+        else:
+            real = torch.sigmoid(self.slope * (normed.detach() - theta))
+        soft = torch.sigmoid(self.soft_slope * (normed - theta))
+        return (soft + (real - soft).detach()).masked_fill(floor, 0.0)
+
+    def gap(self, z: torch.Tensor, power: torch.Tensor, target, like: torch.Tensor):
+        """The explained class's logit lead over the runner-up on the masked clips."""
+        mask = self.mask(z, power.shape[-1])
+        with torch.autocast(power.device.type, enabled=False):
+            feats = self.features.from_power(power * mask.square()[:, None])
+        if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+            feats = feats.contiguous(memory_format=torch.channels_last)
+        logits = self.model(feats).float()
+        lead = logits.gather(1, target[:, None])[:, 0]
+        runner_up = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
+        return lead - runner_up
+
+    def __call__(self, features: torch.Tensor, target=None, *, spectrum=None) -> CAMResult:
+        if spectrum is None:
+            raise ValueError(
+                "the optimised mask needs the spectrum the features came from: call it as "
+                "method(features, target, spectrum=spectrum), or through an Explainer"
+            )
+        start = self.start(features, target)
+        z = start.heatmap.float()
+        z = z / z.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+        power = (spectrum.real.square() + spectrum.imag.square()).float()
+        active = z.flatten(1).amax(dim=1) > 0  # an all-zero map has nothing to edit
+        taken = torch.zeros(len(z), dtype=torch.long, device=z.device)
+        with frozen_parameters(self.model), torch.enable_grad():
+            for step in range(self.steps + 1):
+                if not bool(active.any()):
+                    break
+                z = z.detach().requires_grad_(True)
+                gap = self.gap(z, power, start.target, features)
+                active = active & (gap.detach() < self.margin)
+                if step == self.steps or not bool(active.any()):
+                    break
+                (grad,) = torch.autograd.grad(torch.relu(self.margin - gap).sum(), z)
+                scale = grad.abs().flatten(1).amax(dim=1).clamp_min(1e-30)[:, None, None]
+                move = torch.where(active[:, None, None], grad / scale, 0.0)
+                z = (z.detach() - self.step_size * move).clamp_(0.0, 1.0)
+                taken += active.long()
+        log.debug("optimised mask: edit steps per clip %s", taken.tolist())
+        return CAMResult(heatmap=z.detach(), logits=start.logits, target=start.target)

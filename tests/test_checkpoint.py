@@ -74,3 +74,41 @@ def test_tampered_checkpoints(tmp_path, tamper):
 def test_save_refuses_wrong_class_count(tmp_path):
     with pytest.raises(CheckpointError):
         save_checkpoint(McDonnellGao(n_classes=3), tmp_path / "m", class_names=["a"])
+
+
+def test_explain_and_analyze_use_the_checkpoints_front_end(tmp_path, model10, clip):
+    """A model trained on mel bands up to 16 kHz is explained with those bands, not the
+    default 24 kHz: the probabilities ``explain`` and ``analyze`` record are the model's on
+    the checkpoint's features."""
+    import soundfile as sf
+
+    from listenable.analyze import AnalyzeConfig, analyze
+    from listenable.data import folder_dataset
+    from listenable.features import LogMelDeltas
+    from listenable.writers import ExplanationWriter
+
+    narrow = LogMelDeltas(fmax=16_000.0)
+    path = save_checkpoint(
+        model10, tmp_path / "m.safetensors", class_names=model10.class_names, features=narrow
+    )
+    model, meta = load_checkpoint(path)
+    wav = tmp_path / "data" / "airport" / "a.wav"
+    wav.parent.mkdir(parents=True)
+    sf.write(wav, clip.T, 48_000, subtype="FLOAT")
+    wave = torch.from_numpy(sf.read(wav, dtype="float32")[0].T.copy())
+    with torch.no_grad():
+        expected = torch.softmax(model(narrow(wave[None])), dim=1)[0]
+        default = torch.softmax(model(LogMelDeltas()(wave[None])), dim=1)[0]
+    assert float((expected - default).abs().max()) > 5e-5  # the front end shows (random net)
+
+    writer = ExplanationWriter(model, meta, tmp_path / "out", figures=False)
+    stem = writer.explain_file(wav)
+    record = json.loads((tmp_path / "out" / f"{stem}.json").read_text())
+    got = torch.tensor([record["probabilities"][c] for c in model.class_names])
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)
+
+    cfg = AnalyzeConfig(split="all", batch_size=1, figures=False, min_confidence=0.0)
+    analyze(folder_dataset(tmp_path / "data"), tmp_path / "batch", model, meta, cfg)
+    row = json.loads((tmp_path / "batch" / "manifest.jsonl").read_text().splitlines()[0])
+    got = torch.tensor([row["probabilities"][c] for c in model.class_names])
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from listenable.atomic import write_json, write_text
+from listenable.checkpoint import features_for
 from listenable.errors import ListenableError
 from listenable.io import load_audio, write_audio
 from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE
@@ -182,6 +183,7 @@ def analyze(
         mode=cfg.mode,
         class_names=class_names,
         method_options=cfg.method_options,
+        features=features_for(meta),  # the front end the model was trained with
     )
     loader = DataLoader(
         _Clips(todo),

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from listenable.atomic import write_json
+from listenable.checkpoint import features_for
 from listenable.errors import ListenableError
 from listenable.explain import Explainer, Explanation
 from listenable.io import load_audio, write_audio
@@ -54,6 +55,7 @@ class ExplanationWriter:
         **settings,
     ) -> None:
         self.class_names = list(meta["class_names"])
+        settings.setdefault("features", features_for(meta))  # the front end it was trained with
         self.explainer = Explainer(model, class_names=self.class_names, **settings)
         self.out = Path(out)
         self.target = target

@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -84,3 +87,22 @@ def test_write_audio_is_atomic_and_round_trips(tmp_path, clip):
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
     back, _ = load_audio(path)
     np.testing.assert_array_equal(back.numpy(), clip)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_get_the_mode_of_a_plain_open(tmp_path, clip, umask):
+    """Atomic writes go through a private temporary file (0600); the output itself must be
+    as readable as any file the user creates (a gallery is served by another user)."""
+    from listenable.atomic import write_json
+
+    old = os.umask(umask)
+    try:
+        write_audio(tmp_path / "out.wav", torch.from_numpy(clip))
+        write_json(tmp_path / "out.json", {"a": 1})
+        (tmp_path / "plain").write_text("x")
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("out.wav", "out.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected

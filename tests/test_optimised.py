@@ -68,8 +68,11 @@ def test_batch_equals_items(model10):
     batch = method(feats, [3, 6], spectrum=spectrum)
     for i, t in enumerate([3, 6]):
         one = method(feats[i : i + 1], t, spectrum=spectrum[i : i + 1])
-        # float rounding differs between batch sizes; three steps carry it on a little
-        torch.testing.assert_close(batch.heatmap[i : i + 1], one.heatmap, rtol=0, atol=1e-3)
+        # float rounding differs between batch sizes and thread counts, and a bin that
+        # crosses the percentile in one run and not the other changes the next step a
+        # little; clips coupled by the batch would differ everywhere
+        diff = (batch.heatmap[i : i + 1] - one.heatmap).abs()
+        assert float((diff > 1e-4).float().mean()) < 0.02 and float(diff.max()) < 0.05
 
 
 def test_needs_the_spectrum(model10):

@@ -30,6 +30,10 @@ prediction): the listenable output keeps the decision for 89 % of the clips agai
 Grad-CAM's 74 % and plain multi-scale's 26 %, while 50 % of its energy is planted event
 against Grad-CAM's 41 %; 1.6 s per clip on a 2-core CPU.
 
+Under ``precision="bf16"`` the model's rounding sends an edit along another path: on three
+scenes the binarised masks agreed with float32 on 100 % of the bins of the unedited clip
+and on 75–82 % of the edited ones; every listenable output kept its decision.
+
 Shapes:
     features   (batch, 6, n_mels, frames)
     spectrum   (batch, 2, freq_bins, stft_frames)   complex, what the features came from

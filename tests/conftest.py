@@ -53,3 +53,14 @@ def wav_file(tmp_path, clip):
     path = tmp_path / "clip.wav"
     sf.write(path, clip.T, 48_000, subtype="PCM_24")
     return path
+
+
+def explainable(net, *, n_mels, channels=1, layers=None, probe_seconds=2.0):
+    """A hand-built test model as an Explainable over a plain log-mel front end of
+    ``n_mels`` rows and ``channels`` channels (``layers``: declared Layer objects for models
+    whose grid cannot be probed, e.g. a fixed 2 x 2 input)."""
+    from listenable.frontends import FrontEnd
+    from listenable.models import Explainable
+
+    fe = FrontEnd(sample_rate=16_000, n_fft=512, hop_length=256, n_mels=n_mels, channels=channels)
+    return Explainable(net.eval(), fe, layers=layers, probe_seconds=probe_seconds)

@@ -4,6 +4,9 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 from listenable.cams import GradCAM
+from listenable.frontends import FrontEnd
+from listenable.geometry import Layer, feature_geometry
+from listenable.models import Explainable
 
 
 class TinyNet(nn.Module):
@@ -24,8 +27,14 @@ class TinyNet(nn.Module):
         return torch.stack([s0, s1], dim=1)
 
 
+def tiny(net):
+    """The tiny model as an Explainable whose layer's grid is declared (it has none to probe)."""
+    layer = Layer("layer", net.layer, feature_geometry(2))
+    return Explainable(net, FrontEnd.preset("small"), layers={"layer": layer})
+
+
 def test_gradcam_hand_computed():
-    net = TinyNet().eval()
+    net = tiny(TinyNet().eval())
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     # class 0: dS/dA0 = 1 everywhere -> alpha0 = 1; dS/dA1 = 3 at (0,0) -> alpha1 = 3/4
     # map = 1 * x + 0.75 * (-x) = 0.25 x

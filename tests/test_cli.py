@@ -121,4 +121,4 @@ def test_unknown_target_and_missing_checkpoint(tmp_path, ckpt, wav_file, capsys)
             str(tmp_path / "none.safetensors"),
         ]
     )
-    assert code == 1 and "not found" in capsys.readouterr().err
+    assert code == 2 and "not found" in capsys.readouterr().err  # a bad --model: usage error

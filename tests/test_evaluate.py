@@ -18,7 +18,7 @@ from listenable.evaluation.groundtruth import (
 )
 from listenable.evaluation.sanity import cascading_randomisation, ssim
 from listenable.evaluation.sanity import spearman as spearman_
-from listenable.features import LogMelDeltas
+from listenable.frontends import FrontEnd
 
 # --- ground truth ---------------------------------------------------------------------------
 
@@ -64,7 +64,7 @@ def test_random_mask_recall_is_its_area():
     from listenable.data.scenes import render_clip
 
     scene = render_clip(3, 8, 0, duration=2.0)  # car horns over a noisy background
-    feats = LogMelDeltas()
+    feats = FrontEnd.preset("mcdonnell_gao").listening_stft()
     event = feats.stft(torch.from_numpy(scene.event_audio)[None])
     mixture = feats.stft(torch.from_numpy(scene.mixture)[None])
     g = torch.Generator().manual_seed(0)
@@ -106,11 +106,11 @@ def test_scene_truth_matches_the_render(tmp_path):
     from listenable.data.scenes import render_clip, write_scenes
 
     root = write_scenes(tmp_path / "s", clips_per_class=1, seed=5, duration=3.0)
-    feats = LogMelDeltas()
+    feats = FrontEnd.preset("mcdonnell_gao").listening_stft()
     name = "audio/bus-synth5-0-0-a.wav"
     spec, frames = scene_truth(root, name, feats, length=3 * 48_000)
     clip = render_clip(5, 1, 0, duration=3.0)
-    expected = feats.stft(torch.from_numpy(clip.event_audio)[None])
+    expected = feats(torch.from_numpy(clip.event_audio)[None])
     torch.testing.assert_close(spec, expected)
     assert frames.shape == (1, expected.shape[-1]) and frames.any()
     with pytest.raises(DatasetError):
@@ -228,7 +228,7 @@ def test_evaluate_cli_without_ground_truth(scenes_and_checkpoint, tmp_path, caps
     """The sub-command on a TAU tree without events.csv: ground truth is null."""
     import shutil
 
-    from listenable.evaluation.run import add_parser
+    from listenable.cli.evaluate import add_parser
 
     data, ckpt = scenes_and_checkpoint
     plain = tmp_path / "tau"

@@ -1,4 +1,5 @@
-"""Figure functions write a valid PNG, atomically (no temporary file left behind)."""
+"""Figure functions write a valid, compressed PNG (or WebP), atomically (no temporary file
+left behind); spectrograms on a log axis in Hz, masked ones on the original's scale."""
 
 import struct
 
@@ -67,14 +68,53 @@ def test_class_sheet(tmp_path, n, rng):
     assert _no_temp_files(tmp_path)
 
 
-def test_explanation_figure(tmp_path):
+def test_class_sheet_of_view_panels_at_any_rate(tmp_path, rng):
+    """Panels cut from the gallery's views (RGB), each with its own rate and duration."""
+    from PIL import Image
+
+    panels = [rng.integers(0, 255, (128, 640, 3), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / "sheet.png"
+    fg.class_sheet(
+        path, panels, ["a", "b", "c"], "park", rates=[16_000, 32_000, 48_000], durations=[2, 5, 10]
+    )
+    assert _png_size(path)[0] > 300
+    with Image.open(path) as image:
+        assert image.mode == "P" and len(image.getcolors()) <= fg.PNG_COLOURS  # compressed
+
+
+def test_profile_figure(tmp_path):
+    freqs = np.geomspace(20, 8000, 50)
+    path = tmp_path / "profile.png"
+    fg.profile_figure(path, freqs.tolist(), np.exp(-(np.log(freqs / 1000) ** 2)).tolist(), NAMES[1])
+    width, height = _png_size(path)
+    assert width > 200 and height > 100 and _no_temp_files(tmp_path)
+
+
+def test_log_frequency_keeps_a_band_where_it_is():
+    """A power image hot in one linear bin at 1 kHz lands on the row of 1 kHz."""
+    from listenable.report.views import freq_position
+
+    rate, bins = 16_000, 257
+    image = np.zeros((bins, 3))
+    image[round(1000 / (rate / 2) * (bins - 1))] = 1.0
+    rows = fg.log_frequency(image, rate, rows=200)
+    assert abs(int(rows[:, 0].argmax()) - freq_position(1000, rate) * 200) <= 2
+
+
+@pytest.mark.parametrize(("rate", "bins", "channels"), [(48_000, 1025, 2), (16_000, 257, 1)])
+def test_explanation_figure(tmp_path, rate, bins, channels):
     torch.manual_seed(0)
-    spectrum = torch.randn(2, 1025, 20, dtype=torch.complex64)
-    heat = torch.rand(1025, 20)
+    spectrum = torch.randn(channels, bins, 20, dtype=torch.complex64)
+    heat = torch.rand(bins, 20)
     path = tmp_path / "clip.png"
-    fg.explanation_figure(path, spectrum, heat, (heat > 0.75).float(), title="a$b")
+    fg.explanation_figure(
+        path, spectrum, heat, (heat > 0.75).float(), title="a$b", sample_rate=rate, hop_length=256
+    )
     assert _png_size(path)[1] > 300
+    assert path.stat().st_size < 150_000  # a palette PNG, not 400 kB of RGBA
     assert _no_temp_files(tmp_path)
+    fg.explanation_figure(tmp_path / "clip.webp", spectrum, heat, heat, sample_rate=rate)
+    assert (tmp_path / "clip.webp").read_bytes()[8:12] == b"WEBP"
 
 
 def test_db_spectrogram():

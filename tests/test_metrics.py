@@ -90,13 +90,26 @@ def test_complexity_entropy_by_hand():
 
 
 class _IdentityFeatures:
-    """istft / features that pass the spectrum through, so the 'model' reads it directly."""
+    """A listening STFT whose inverse passes the spectrum through."""
 
     def istft(self, spectrum, length):
         return spectrum
 
-    def __call__(self, wave):
+
+class _FakeModel:
+    """An Explainable whose front end passes the 'waveform' (the spectrum) through."""
+
+    def __init__(self, scores) -> None:
+        self.scores = scores
+
+    def __call__(self, x):
+        return self.scores(x)
+
+    def inputs(self, wave, spectrum=None):
         return wave
+
+    def probabilities(self, logits):
+        return torch.softmax(logits.float(), dim=1)
 
 
 def _share_model(total):
@@ -109,8 +122,8 @@ def _share_model(total):
 
 def _fake_explainer(total):
     return SimpleNamespace(
-        features=_IdentityFeatures(),
-        model=_share_model(total),
+        listening=_IdentityFeatures(),
+        model=_FakeModel(_share_model(total)),
         model_input=lambda x: x,
         autocast=contextlib.nullcontext,
     )
@@ -191,9 +204,9 @@ def test_real_pipeline_end_points(model10, clip):
 
     explainer = Explainer(model10)
     wave = torch.from_numpy(clip[:, :48_000])[None]
-    spec = explainer.features.stft(wave)
+    spec = explainer.listening(wave)
     with torch.no_grad():
-        probs = torch.softmax(model10(explainer.features(wave)), dim=1)
+        probs = torch.softmax(model10(explainer.model.inputs(wave)), dim=1)
     silent = pipeline_probabilities(explainer, torch.zeros_like(spec), wave.shape[-1])
     p_m, p_inv = masked_probabilities(
         explainer, spec, torch.ones(spec.shape[:1] + spec.shape[2:]), 48_000

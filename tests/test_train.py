@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from listenable.data import folder_dataset
+from listenable.errors import CheckpointError, UsageError
+from listenable.frontends import FrontEnd
 from listenable.train import (
     TrainConfig,
     learning_rate,
@@ -117,6 +119,105 @@ def test_resume_continues_the_schedule(tiny_tree, tmp_path):
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
     assert meta["class_names"] == ["a", "b"]
+    assert meta["architecture"]["name"] == "McDonnellGao"
+    assert FrontEnd.from_settings(meta["front_end"]).settings == (
+        FrontEnd.preset("mcdonnell_gao").settings
+    )
     assert meta["training"]["epochs_done"] == 3
+    assert meta["training"]["crop_frames"] == 8
     history = json.loads((tmp_path / "straight.history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_architectures_resolve_their_front_end_and_crop():
+    reference = TrainConfig().resolved()
+    assert reference.architecture == "McDonnellGao"
+    assert reference.crop_frames == 400  # of 461: the recipe as published
+    assert reference.lr_max == 0.1
+    assert TrainConfig().front_end().settings == FrontEnd.preset("mcdonnell_gao").settings
+    for name in ("small", "SmallCNN"):
+        small = TrainConfig(architecture=name).resolved()
+        assert small.architecture == "SmallCNN"
+        assert small.crop_frames == 544  # of 626: the reference's 87 %, a multiple of 16
+        assert small.lr_max == 0.01
+        assert small.front_end().settings == FrontEnd.preset("small").settings
+    assert TrainConfig(architecture="reference", crop_frames=12).resolved().crop_frames == 12
+    with pytest.raises(UsageError, match="unknown architecture"):
+        TrainConfig(architecture="resnet").resolved()
+    with pytest.raises(UsageError, match="crop_frames"):
+        TrainConfig(crop_frames=0).resolved()
+    with pytest.raises(UsageError, match="lr_max"):
+        TrainConfig(lr_max=float("nan")).resolved()
+    assert learning_rate(0, 10, TrainConfig(architecture="small")) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="stereo"):
+        swap_channels(torch.zeros(1, 3, 2, 2), 0.5, torch.Generator())
+
+
+def test_small_cnn_trains_resumes_and_ships_its_front_end(tiny_tree, tmp_path):
+    """A SmallCNN run: clips load at 16 kHz mono, the checkpoint's JSON has the
+    architecture, the small front end and the history; resume follows the same lr curve."""
+    from listenable.checkpoint import load_checkpoint, load_explainable
+    from listenable.models import SmallCNN
+
+    data = folder_dataset(tiny_tree)
+    cfg = dict(
+        architecture="small",
+        batch_size=2,
+        crop_frames=16,
+        seed=3,
+        precise_bn_batches=1,
+        model_options={"widths": (4, 8, 8, 8)},
+        extra={"provenance": {"command": "listenable train DATA --architecture small"}},
+    )
+    lrs_straight, lrs_resumed = [], []
+    straight = train(
+        data,
+        tmp_path / "straight.safetensors",
+        TrainConfig(epochs=2, **cfg),
+        on_batch=lambda s: lrs_straight.append(s["lr"]),
+    )
+    assert data.front_end.settings == FrontEnd.preset("small").settings
+    assert data[0][0].shape == (1, 8_000)  # 0.5 s at 16 kHz, mono
+    train(
+        data,
+        tmp_path / "resumed.safetensors",
+        TrainConfig(epochs=1, **cfg),
+        on_batch=lambda s: lrs_resumed.append(s["lr"]),
+    )
+    resumed = train(
+        data,
+        tmp_path / "resumed.safetensors",
+        TrainConfig(epochs=2, **cfg),
+        resume=True,
+        on_batch=lambda s: lrs_resumed.append(s["lr"]),
+    )
+    assert len(lrs_straight) == 4
+    assert lrs_resumed == pytest.approx(lrs_straight)
+    a, meta = load_checkpoint(straight)
+    b, _ = load_checkpoint(resumed)
+    assert isinstance(a, SmallCNN)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+    assert meta["architecture"] == {
+        "name": "SmallCNN",
+        "n_classes": 2,
+        "n_mels": 64,
+        "widths": [4, 8, 8, 8],
+        "dropout": a.dropout,
+    }
+    assert FrontEnd.from_settings(meta["front_end"]).settings == FrontEnd.preset("small").settings
+    training = meta["training"]
+    assert training["architecture"] == "SmallCNN" and training["crop_frames"] == 16
+    assert training["epochs_done"] == 2 and training["precise_bn"] is True
+    assert [h["epoch"] for h in training["history"]] == [1, 2]
+    assert meta["provenance"]["command"].endswith("--architecture small")
+    explainable = load_explainable(straight)
+    assert explainable.front_end.sample_rate == 16_000 and explainable.front_end.channels == 1
+    # resuming as another architecture is refused, not silently mixed
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        train(
+            data,
+            resumed,
+            TrainConfig(epochs=3, **{**cfg, "model_options": {"widths": (4, 8, 8, 16)}}),
+            resume=True,
+        )

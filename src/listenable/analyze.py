@@ -29,9 +29,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from listenable.atomic import write_json, write_text
-from listenable.checkpoint import features_for
 from listenable.errors import ListenableError
-from listenable.io import load_audio, write_audio
+from listenable.io import load_for, write_audio
 from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE
 
 __all__ = ["AnalyzeConfig", "analyze", "read_manifest", "clip_ids", "slug"]
@@ -46,7 +45,7 @@ class AnalyzeConfig:
     min_confidence: float = 0.8
     correct_only: bool = False
     method: str = "gradcam"
-    layer: str = "fusion"
+    layer: str | None = None
     percentile: float = DEFAULT_PERCENTILE
     delta: float = DEFAULT_DELTA
     mode: str = "sigmoid"
@@ -54,6 +53,8 @@ class AnalyzeConfig:
     workers: int = 0
     figures: bool = True
     method_options: dict = field(default_factory=dict)
+    #: audio of the selected clips: "ogg" (Vorbis, the default), "mp3", "flac" or "wav"
+    audio_format: str = "ogg"
 
 
 def slug(name: str) -> str:
@@ -115,8 +116,9 @@ def _line(row: dict) -> str:
 class _Clips(Dataset):
     """Decodes clips in DataLoader workers; a bad file becomes an error record, not a crash."""
 
-    def __init__(self, items: list[tuple[int, Path]]) -> None:
+    def __init__(self, items: list[tuple[int, Path]], front_end) -> None:
         self.items = items
+        self.front_end = front_end
 
     def __len__(self) -> int:
         return len(self.items)
@@ -124,7 +126,7 @@ class _Clips(Dataset):
     def __getitem__(self, i: int):
         index, path = self.items[i]
         try:
-            wave, notes = load_audio(path)
+            wave, notes = load_for(path, self.front_end)
             return index, wave, notes, None
         except ListenableError as exc:
             return index, None, [], str(exc)
@@ -147,7 +149,9 @@ def analyze(
     shard: tuple[int, int] = (0, 1),
     manifest_name: str = MANIFEST,
 ) -> dict:
-    """Run the experiment on ``data`` (an :class:`~listenable.data.AudioDataset`) into ``out``.
+    """Run the experiment on ``data`` (an :class:`~listenable.data.AudioDataset`) into ``out``
+    with ``model`` (an :class:`~listenable.models.Explainable`; ``meta`` its checkpoint's
+    metadata, for the summary). Clips are loaded at the model's rate and channel count.
 
     ``progress(n_clips, stats)`` is called after each batch. ``shard = (rank, world)``
     processes every ``world``-th clip (see :mod:`listenable.distributed`). Returns the
@@ -160,7 +164,6 @@ def analyze(
     out.mkdir(parents=True, exist_ok=True)
     if shard[1] == 1:  # sharded: rank 0 does it before the ranks start (distributed.py)
         remove_stale_temporaries(out)
-    class_names = list(meta["class_names"])
     data_names = list(data.class_names)
     paths = [Path(p) for p in data.paths]
     labels = list(data.labels)
@@ -174,19 +177,21 @@ def analyze(
         own = read_manifest(out) if manifest_name == MANIFEST else _read_lines(manifest_path)
         write_text(manifest_path, "".join(_line(r) for r in own.values()))
     todo = [(i, paths[i]) for i in range(len(paths)) if i % world == rank and ids[i] not in done]
+    from listenable.checkpoint import explainable_for
+
+    meta = meta or getattr(model, "checkpoint_meta", None) or {}
     explainer = Explainer(
-        model,
+        explainable_for(model, meta),
         method=cfg.method,
         layer=cfg.layer,
         percentile=cfg.percentile,
         delta=cfg.delta,
         mode=cfg.mode,
-        class_names=class_names,
         method_options=cfg.method_options,
-        features=features_for(meta),  # the front end the model was trained with
     )
+    class_names = list(explainer.class_names)
     loader = DataLoader(
-        _Clips(todo),
+        _Clips(todo, explainer.front_end.cpu()),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
         collate_fn=_collate,
@@ -455,28 +460,49 @@ def _write_outputs(
     *,
     inputs: frozenset = frozenset(),
 ) -> dict:
-    """Write a selected clip's outputs; ``inputs`` = real paths of every input clip."""
+    """Write a selected clip's outputs; ``inputs`` = real paths of every input clip.
+
+    Audio in ``cfg.audio_format`` (:mod:`listenable.report.audio`); with ``cfg.figures``
+    also the paper's Fig. 1 and the gallery's spectrogram view and mask outline, drawn here
+    from the exact waves (the gallery draws the view itself from the audio files if not).
+    """
+    from listenable.report.audio import audio_suffix, write_track
+
     folder = slug(class_name)
+    ext = audio_suffix(cfg.audio_format)
     rel = {
-        "original": f"{folder}/{clip_id}.original.wav",
-        "listenable": f"{folder}/{clip_id}.listenable.wav",
-        "residual": f"{folder}/{clip_id}.residual.wav",
+        "original": f"{folder}/{clip_id}.original{ext}",
+        "listenable": f"{folder}/{clip_id}.listenable{ext}",
+        "residual": f"{folder}/{clip_id}.residual{ext}",
         "json": f"{folder}/{clip_id}.json",
     }
     if cfg.figures:
         rel["figure"] = f"{folder}/{clip_id}.png"
+        rel["view"] = f"{folder}/{clip_id}.view.webp"
+        rel["outline"] = f"{folder}/{clip_id}.outline.png"
     src = os.path.realpath(source)
     for r in rel.values():
         real = os.path.realpath(out / r)
         # another clip of the data set (out = the data root): checked only for existing files
         if real == src or real in inputs:
             raise ListenableError(f"{source}: output {out / r} would overwrite an input")
-    write_audio(out / rel["original"], wave, expl.sample_rate, subtype="PCM_16")
-    write_audio(out / rel["listenable"], expl.listenable, expl.sample_rate, subtype="PCM_16")
-    write_audio(out / rel["residual"], expl.residual, expl.sample_rate, subtype="PCM_16")
+    tracks = {"original": wave, "listenable": expl.listenable, "residual": expl.residual}
+    for kind, track in tracks.items():
+        if cfg.audio_format == "wav":  # as before
+            write_audio(out / rel[kind], track, expl.sample_rate, subtype="PCM_16")
+        else:
+            write_track(out / rel[kind], track, expl.sample_rate, cfg.audio_format)
     if cfg.figures:
+        from listenable.report.views import write_view
         from listenable.writers import figure_for
 
         figure_for(out / rel["figure"], expl, wave, explainer)
+        grid = getattr(explainer, "listening", None)
+        stft = {
+            "n_fft": getattr(grid, "n_fft", None),
+            "hop_length": getattr(grid, "hop_length", None),
+        }
+        waves = [t.detach().cpu().float().numpy() for t in tracks.values()]
+        write_view(out / rel["view"], out / rel["outline"], waves, expl.sample_rate, stft=stft)
     write_json(out / rel["json"], {**record, "source": str(source), "clip_id": clip_id})
     return rel

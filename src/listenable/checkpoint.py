@@ -1,10 +1,11 @@
 """Checkpoints: safetensors weights plus a JSON sidecar of metadata. Never unpickled.
 
 ``model.safetensors`` holds the tensors; ``model.json`` beside it holds the class names,
-the architecture, the feature settings and the provenance (command, seed, data, time).
-Both are validated on load: the class count must match the weights, the feature settings
-must be ones listenable computes, and every tensor must have the shape the architecture
-expects.
+the architecture, the front end's settings (``front_end``, :class:`~listenable.frontends.
+FrontEnd`) and the provenance (command, seed, data, time). Both are validated on load: the
+class count must match the weights, the front end must be one listenable computes, and
+every tensor must have the shape the architecture expects. Checkpoints of the first
+format, whose sidecar holds the reference model's ``features`` instead, keep loading.
 """
 
 from __future__ import annotations
@@ -20,15 +21,26 @@ from torch import nn
 
 from listenable.atomic import atomic_path, write_json
 from listenable.errors import CheckpointError
-from listenable.features import LogMelDeltas
-from listenable.models import build_model
+from listenable.frontends import FrontEnd
+from listenable.models import Explainable, as_explainable, build_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "default_checkpoint", "FORMAT_VERSION"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_explainable",
+    "default_checkpoint",
+    "front_end_for",
+    "explainable_for",
+    "SHIPPED",
+    "FORMAT_VERSION",
+]
 
 FORMAT_VERSION = 1
 _ASSETS = Path(__file__).resolve().parent / "assets"
 #: The model that ships with the package (trained on synthetic scenes; see the README).
 DEFAULT_CHECKPOINT = _ASSETS / "mcdonnell_gao_scenes.safetensors"
+#: The shipped models by name (``--model default`` / ``--model small``).
+SHIPPED = {"default": DEFAULT_CHECKPOINT, "small": _ASSETS / "small_scenes.safetensors"}
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+; torch.save's zip container
 
 
@@ -51,7 +63,7 @@ def save_checkpoint(
     path: str | os.PathLike,
     *,
     class_names: list[str],
-    features: LogMelDeltas | None = None,
+    front_end: FrontEnd | None = None,
     **metadata,
 ) -> Path:
     """Save ``model`` to ``path`` (``.safetensors``) and its metadata to ``path.json``.
@@ -68,13 +80,13 @@ def save_checkpoint(
             f"{path}: {len(class_names)} class names for a {n_classes}-class model"
         )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    features = features or LogMelDeltas()
+    front_end = front_end or as_explainable(model).front_end
     meta = {
         "format": "listenable-checkpoint",
         "format_version": FORMAT_VERSION,
         "architecture": model.architecture,
         "class_names": list(class_names),
-        "features": features.settings,
+        "front_end": front_end.settings,
         **metadata,
     }
     json.dumps(meta, allow_nan=False)  # fail before writing anything
@@ -144,6 +156,19 @@ def load_checkpoint(
     return model.to(device).eval(), meta
 
 
+def load_explainable(
+    path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu"
+) -> Explainable:
+    """A checkpoint as an :class:`~listenable.models.Explainable` (its adapter, with the
+    front end the checkpoint stores). ``path`` may name a shipped model (:data:`SHIPPED`)."""
+    if isinstance(path, str) and path in SHIPPED:
+        path = SHIPPED[path]
+    model, meta = load_checkpoint(path, device=device)
+    explainable = as_explainable(model, front_end_for(meta))
+    explainable.checkpoint_meta = meta
+    return explainable
+
+
 def _validate_metadata(meta: object, where: Path) -> None:
     if not isinstance(meta, dict) or meta.get("format") != "listenable-checkpoint":
         raise CheckpointError(f"{where}: not listenable checkpoint metadata")
@@ -162,10 +187,28 @@ def _validate_metadata(meta: object, where: Path) -> None:
             f"{where}: {len(names)} class names but the architecture has "
             f"{arch.get('n_classes')!r} classes"
         )
-    known = LogMelDeltas().settings
-    feats = meta.get("features")
+    if "front_end" in meta:
+        try:
+            FrontEnd.from_settings(meta["front_end"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: bad front_end settings ({exc})") from None
+        return
+    _validate_features(meta.get("features"), where)
+
+
+#: Settings of the first checkpoint format's ``features`` (the reference front end).
+_FEATURES_V1 = {
+    "sample_rate": 48_000, "n_fft": 2048, "hop_length": 1024, "window": "hann",
+    "center": True, "pad_mode": "reflect", "n_mels": 128, "fmin": 0.0, "fmax": 24_000.0,
+    "mel_scale": "htk", "mel_norm": None, "log_offset": 1e-8, "delta_width": 5,
+    "frame_offset": 4,
+}  # fmt: skip
+
+
+def _validate_features(feats, where: Path) -> None:
+    known = _FEATURES_V1
     if not isinstance(feats, dict):
-        raise CheckpointError(f"{where}: feature settings missing")
+        raise CheckpointError(f"{where}: front-end settings missing")
     numeric = {
         "sample_rate": int,
         "n_fft": int,
@@ -182,35 +225,38 @@ def _validate_metadata(meta: object, where: Path) -> None:
             raise CheckpointError(
                 f"{where}: feature setting {key}={value!r} is not a positive number"
             )
-        if (
-            key
-            in (
-                "window",
-                "center",
-                "pad_mode",
-                "mel_scale",
-                "mel_norm",
-                "log_offset",
-                "delta_width",
-                "frame_offset",
-                "fmin",
-            )
-            and value != known[key]
-        ):
+        if key not in numeric and value != known[key]:
             raise CheckpointError(
                 f"{where}: feature setting {key}={value!r} is not one listenable computes "
                 f"({known[key]!r})"
             )
+    try:
+        front_end_for({"features": feats})
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: bad feature settings ({exc})") from None
 
 
-def features_for(meta: dict) -> LogMelDeltas:
-    """The feature module a checkpoint was trained with."""
+def explainable_for(model, meta: dict | None = None) -> Explainable:
+    """``model`` as an :class:`~listenable.models.Explainable`, with the front end its
+    checkpoint metadata ``meta`` stores (when it stores one)."""
+    if isinstance(model, Explainable):
+        return model
+    stored = meta and ("front_end" in meta or "features" in meta)
+    return as_explainable(model, front_end_for(meta) if stored else None)
+
+
+def front_end_for(meta: dict) -> FrontEnd:
+    """The front end a checkpoint was trained with (``front_end``, or the first format's
+    reference ``features``)."""
+    if "front_end" in meta:
+        return FrontEnd.from_settings(meta["front_end"])
     feats = meta.get("features", {})
-    return LogMelDeltas(
+    return FrontEnd.preset(
+        "mcdonnell_gao",
         sample_rate=feats.get("sample_rate", 48_000),
         n_fft=feats.get("n_fft", 2048),
         hop_length=feats.get("hop_length", 1024),
         n_mels=feats.get("n_mels", 128),
-        fmin=feats.get("fmin", 0.0),
-        fmax=feats.get("fmax"),
+        f_min=float(feats.get("fmin", 0.0)),
+        f_max=float(feats.get("fmax") or feats.get("sample_rate", 48_000) / 2),
     )

@@ -21,3 +21,7 @@ class CheckpointError(ListenableError, ValueError):
 
 class DatasetError(ListenableError, ValueError):
     """A data-set row or layout that is wrong (missing file, unknown label, path outside root)."""
+
+
+class UsageError(ListenableError):
+    """A command line or model spec that cannot work (exit status 2 on the command line)."""

@@ -1,8 +1,9 @@
-"""``explain``: from a stereo clip to the sound the model used.
+"""``explain``: from a clip to the sound the model used, for any :class:`Explainable`.
 
-    audio ─► stft ─► features ─► model ─► CAM ─► mapping ─► mask ─► istft ─► listenable
+    audio ─► listening STFT ─► front end ─► model ─► layer map ─► projection ─► mask ─► ISTFT
 
-Batched torch end to end on the model's device; no numpy in the hot path.
+Batched torch end to end on the model's device; no numpy in the hot path. The audio is at
+the front end's rate and channel count, and so are the listenable and residual outputs.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import torch
 from torch import nn
 
 from listenable.cams import get_method
-from listenable.features import LogMelDeltas
-from listenable.io import check_waveform, load_audio
-from listenable.mapping import SpectrogramMapping
+from listenable.io import check_waveform, load_for
 from listenable.masking import (
     DEFAULT_DELTA,
     DEFAULT_PERCENTILE,
     binarise,
     heatmap_to_mask,
 )
+from listenable.models import Explainable, as_explainable
+from listenable.projection import Projection
 
 __all__ = ["Explanation", "Explainer", "explain", "PRECISIONS"]
 
@@ -38,13 +39,14 @@ class Explanation:
     dimension and ``class_name`` is a list).
 
     Attributes:
-        heatmap: raw CAM after ReLU, ``(n_mels, cam_frames)`` (a layer inside one band path
-            covers only its bands, see ``mel_bands``).
-        mask: ``(freq_bins, frames)`` in [0, 1] on the linear STFT grid (laid out frame-major
-            in memory, as ``torch.stft`` lays out the spectrum: a transposed view).
+        heatmap: the layer map after ReLU, ``(rows, cells)`` (for the reference model's
+            ``fusion``: 128 mel bands × 29 cells); ``geometry`` says where its cells lie.
+        mask: ``(freq_bins, frames)`` in [0, 1] on the listening STFT's grid (laid out
+            frame-major in memory, as ``torch.stft`` lays out the spectrum: a transposed view).
         listenable: the masked audio, same shape as the input waveform.
         residual: input − listenable, i.e. the audio the mask removed.
-        probabilities: softmax over classes ``(n_classes,)``.
+        probabilities: softmax or sigmoid over classes ``(n_classes,)`` (the model's
+            activation; ``settings["activation"]`` says which).
         target: index of the explained class; ``class_name`` its name.
         empty: the heatmap was flat (e.g. a silent clip): the mask is all zeros.
         mask_area: mean of the mask (share of the TF bins kept).
@@ -60,7 +62,8 @@ class Explanation:
     sample_rate: int
     empty: torch.Tensor | bool
     mask_area: torch.Tensor | float
-    mel_bands: tuple[int, int] = (0, 128)
+    layer: str = ""
+    geometry: object = None
     settings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
@@ -90,14 +93,18 @@ class Explanation:
         )
 
     def __iter__(self):
+        """The clips of a batched explanation, one :class:`Explanation` each."""
         return (self.item(i) for i in range(len(self)))
 
 
 class Explainer:
     """A reusable explain pipeline for one model and one set of settings.
 
-    ``Explainer(model)(waveforms)`` with ``waveforms (batch, 2, samples)`` at 48 kHz returns a
-    batched :class:`Explanation`.
+    ``Explainer(model)(waveforms)`` with ``waveforms (batch, channels, samples)`` at the
+    model's rate (``explainer.front_end.sample_rate`` and ``.channels``) returns a batched
+    :class:`Explanation`. ``model`` is an :class:`~listenable.models.Explainable`, or a
+    reference model / small CNN (wrapped by its adapter), or any module together with
+    ``front_end``.
 
     Speed options (the explanation is the same up to float rounding):
 
@@ -118,15 +125,15 @@ class Explainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Explainable | nn.Module,
         *,
         method: str = "gradcam",
-        layer: str = "fusion",
+        layer: str | None = None,
         percentile: float = DEFAULT_PERCENTILE,
         delta: float = DEFAULT_DELTA,
         mode: str = "sigmoid",
         class_names: list[str] | None = None,
-        features: LogMelDeltas | None = None,
+        front_end=None,
         method_options: dict | None = None,
         precision: str = "fp32",
         channels_last: bool = True,
@@ -139,35 +146,32 @@ class Explainer:
         self.precision = precision
         self.channels_last = channels_last
         self.cam_batch = cam_batch
-        self.model = model.eval()
-        device = next(model.parameters()).device
-        self.features = (features or LogMelDeltas()).to(device)
-        self.mapping = SpectrogramMapping(self.features)
+        self.model = as_explainable(model, front_end).eval()
+        self.front_end = self.model.front_end
+        self.listening = self.model.listening
+        self.projection = Projection(self.front_end, self.listening)
         cls = get_method(method)
         options = dict(method_options or {})
         if getattr(cls, "uses_spectrum", False):  # it re-runs the mask: hand it ours
-            options.setdefault("features", self.features)
+            options.setdefault("projection", self.projection)
             options.setdefault("percentile", percentile)
             options.setdefault("delta", delta)
             options.setdefault("mode", mode)
-        self.cam = cls(model, layer, **options)
+        self.cam = cls(self.model, layer, **options)
         self.method = method
-        self.layer = layer
+        self.layer = self.cam.layer_name
         self.percentile = percentile
         self.delta = delta
         self.mode = mode
-        n_classes = getattr(model, "n_classes", None)
-        self.class_names = list(
-            class_names
-            or getattr(model, "class_names", None)
-            or [str(i) for i in range(n_classes or 0)]
-        )
-        self.mel_bands = getattr(self.cam, "mel_bands", None) or (0, self.features.n_mels)
+        if class_names:
+            self.model.class_names = list(class_names)
+        self.model.n_classes  # noqa: B018 (resolves the class names)
+        self.class_names = list(self.model.class_names)
         binarise(torch.zeros(1, 2, 2), mode=mode, percentile_=percentile, delta=delta)  # validate
 
     @property
     def device(self) -> torch.device:
-        return self.features.window.device
+        return self.listening.window.device
 
     @property
     def settings(self) -> dict:
@@ -178,6 +182,10 @@ class Explainer:
             "delta": self.delta,
             "mode": self.mode,
             "precision": self.precision,
+            "activation": self.model.activation,
+            "model": self.model.name,
+            "sample_rate": self.front_end.sample_rate,
+            "listening_stft": self.listening.settings,
         }
 
     def target_index(self, target) -> int | list | None:
@@ -193,8 +201,9 @@ class Explainer:
         return int(target)
 
     def model_input(self, features: torch.Tensor) -> torch.Tensor:
-        """Features ``(batch, 6, n_mels, frames)`` in the memory format the model is run in."""
-        if self.channels_last:
+        """The module's input in the memory format it is run in (4-D inputs channels-last
+        when :attr:`channels_last`)."""
+        if self.channels_last and features.ndim == 4:
             return features.contiguous(memory_format=torch.channels_last)
         return features
 
@@ -207,23 +216,40 @@ class Explainer:
     @torch.inference_mode()
     def logits(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Features and model forward only (no CAM, no mask): ``(batch, n_classes)`` float32
-        logits, with the same precision and memory format as an explanation."""
-        feats = self.model_input(self.features(waveforms.to(self.device)))
+        pre-activation scores, with the same precision and memory format as an explanation."""
+        feats = self.model_input(self.model.inputs(waveforms.to(self.device)))
         with self.autocast():
             return self.model(feats).float()
 
-    def masks(self, spectrum: torch.Tensor, target=None, *, silent: torch.Tensor | None = None):
-        """``spectrum (batch, 2, bins, frames)`` → ``(heatmap, mask, logits, target, empty)``.
+    def masks(
+        self,
+        spectrum: torch.Tensor,
+        target=None,
+        *,
+        silent: torch.Tensor | None = None,
+        waveforms: torch.Tensor | None = None,
+    ):
+        """``spectrum (batch, channels, bins, frames)`` (the listening STFT) →
+        ``(result, mask, empty)`` with ``result`` the :class:`~listenable.cams.CAMResult`.
 
-        ``silent (batch,)`` flags clips known to be all zeros (then their mask is empty);
-        by default it is read off the spectrum.
+        ``waveforms`` are the clips (needed when the front end does not share the listening
+        STFT or the model takes the waveform; else read off the spectrum); ``silent
+        (batch,)`` flags clips known to be all zeros (then their mask is empty); by default
+        it is read off the spectrum.
         """
+        length = (spectrum.shape[-1] - 1) * self.listening.hop_length
+        if waveforms is None:
+            if self.model.input == "waveform" or not self.front_end.shares_stft(self.listening):
+                with torch.no_grad():
+                    waveforms = self.listening.istft(spectrum, length)
+        else:
+            length = waveforms.shape[-1]
         with torch.no_grad():
-            feats = self.model_input(self.features.from_stft(spectrum))
+            feats = self.model_input(self.model.inputs(waveforms, spectrum))
         with self.autocast():
-            result = self._cam(feats, self.target_index(target), spectrum)
+            result = self._cam(feats, self.target_index(target), spectrum, length)
         with torch.no_grad():
-            grid = self.mapping(result.heatmap.float(), spectrum.shape[-1], self.mel_bands)
+            grid = self.projection(result.heatmap.float(), result.geometry, spectrum.shape[-1])
             if silent is None:
                 silent = torch.view_as_real(spectrum).flatten(1).abs().amax(dim=1) == 0
             mask, empty = heatmap_to_mask(
@@ -234,9 +260,9 @@ class Explainer:
                 empty=silent,
                 inplace=True,
             )
-        return result.heatmap, mask, result.logits, result.target, empty
+        return result, mask, empty
 
-    def _cam(self, feats: torch.Tensor, target, spectrum: torch.Tensor):
+    def _cam(self, feats: torch.Tensor, target, spectrum: torch.Tensor, length: int):
         """The CAM over ``feats`` in passes of :attr:`cam_batch` clips (results concatenated);
         a method that ``uses_spectrum`` gets the matching part of ``spectrum`` too."""
         step = self.cam_batch or len(feats)
@@ -245,7 +271,7 @@ class Explainer:
         def run(part: slice):
             t = target[part] if isinstance(target, list) else target
             if wants:
-                return self.cam(feats[part], t, spectrum=spectrum[part])
+                return self.cam(feats[part], t, spectrum=spectrum[part], length=length)
             return self.cam(feats[part], t)
 
         if len(feats) <= step:
@@ -260,37 +286,43 @@ class Explainer:
 
     def __call__(self, waveforms: torch.Tensor, target=None) -> Explanation:
         waveforms = waveforms.to(self.device)
+        if waveforms.ndim != 3 or waveforms.shape[1] != self.front_end.channels:
+            raise ValueError(
+                f"{self.model.name} reads (batch, {self.front_end.channels}, samples) at "
+                f"{self.front_end.sample_rate} Hz, got shape {tuple(waveforms.shape)}"
+            )
         with torch.no_grad():
-            spectrum = self.features.stft(waveforms)
+            spectrum = self.listening(waveforms)
             flat = waveforms.flatten(1)  # all-zero audio ⇔ an all-zero spectrum
             silent = (flat.amax(dim=1) == 0) & (flat.amin(dim=1) == 0)
-        heatmap, mask, logits, target_idx, empty = self.masks(spectrum, target, silent=silent)
+        result, mask, empty = self.masks(spectrum, target, silent=silent, waveforms=waveforms)
         with torch.no_grad():
-            listenable = self.features.istft(spectrum, waveforms.shape[-1], mask=mask)
+            listenable = self.listening.istft(spectrum, waveforms.shape[-1], mask=mask)
             residual = waveforms - listenable
         return Explanation(
-            heatmap=heatmap,
+            heatmap=result.heatmap,
             mask=mask,
             listenable=listenable,
             residual=residual,
-            probabilities=torch.softmax(logits, dim=1),
-            target=target_idx,
-            class_name=[self.class_names[i] for i in target_idx.tolist()],
-            sample_rate=self.features.sample_rate,
+            probabilities=self.model.probabilities(result.logits),
+            target=result.target,
+            class_name=[self.class_names[i] for i in result.target.tolist()],
+            sample_rate=self.front_end.sample_rate,
             empty=empty,
             mask_area=mask.mean(dim=(1, 2)),
-            mel_bands=self.mel_bands,
+            layer=self.layer,
+            geometry=result.geometry,
             settings=self.settings,
         )
 
 
 def explain(
     audio,
-    model: nn.Module | None = None,
+    model: Explainable | nn.Module | None = None,
     *,
     target=None,
     method: str = "gradcam",
-    layer: str = "fusion",
+    layer: str | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     delta: float = DEFAULT_DELTA,
     mode: str = "sigmoid",
@@ -300,14 +332,15 @@ def explain(
     """Explain what ``model`` used in ``audio``, as a mask and as listenable audio.
 
     Args:
-        audio: a path to an audio file; a waveform ``(channels, samples)`` at 48 kHz; or a
-            batch ``(batch, channels, samples)``.
-        model: a scene classifier taking ``(batch, 6, 128, frames)`` features; ``None`` loads
-            the shipped model.
+        audio: a path to an audio file (loaded at the model's rate and channel count); a
+            waveform ``(channels, samples)`` at the model's rate; or a batch
+            ``(batch, channels, samples)``.
+        model: an :class:`~listenable.models.Explainable` (or a reference model / small
+            CNN); ``None`` loads the shipped model.
         target: class index or name to explain (one per clip for a batch); ``None`` = the
-            predicted class.
+            predicted class (the top tag of a multi-label model).
         method, layer: the attribution method and the layer it reads (default: Grad-CAM on
-            the fused top map).
+            the model's default layer — ``fusion`` for the reference model).
         percentile, delta, mode: the mask (see :mod:`listenable.masking`).
         method_options: keyword options of the method's class (e.g. ``{"n_steps": 32}``).
 
@@ -315,15 +348,22 @@ def explain(
         An :class:`Explanation`; batched when ``audio`` was a batch.
     """
     if model is None:
-        from listenable.checkpoint import load_checkpoint
+        from listenable.checkpoint import load_explainable
 
-        model, _ = load_checkpoint()
+        model = load_explainable()
+    model = as_explainable(model)
+    fe = model.front_end
     notes: list[str] = []
     if isinstance(audio, (str, os.PathLike)):
-        wave, notes = load_audio(Path(audio))
+        wave, notes = load_for(Path(audio), fe)
         batch, batched = wave[None], False
     else:
-        wave = check_waveform(audio)
+        wave = check_waveform(
+            audio,
+            channels=fe.channels,
+            sample_rate=fe.sample_rate,
+            min_samples=max(fe.min_samples(), fe.sample_rate // 2),
+        )
         batched = wave.ndim == 3
         batch = wave if batched else wave[None]
     explainer = Explainer(

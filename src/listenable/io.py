@@ -1,4 +1,5 @@
-"""Audio in and out: any file libsndfile reads, resampled to 48 kHz, two channels.
+"""Audio in and out: any file libsndfile reads, at the rate and channel count a model's front
+end wants (soxr resampling; mono duplicated or stereo mixed down, with a note).
 
 Shapes: waveforms are ``(channels, samples)`` for one clip, ``(batch, channels, samples)``
 for a batch, float32 in [-1, 1].
@@ -24,6 +25,7 @@ __all__ = [
     "MIN_SAMPLES",
     "MAX_PEAK",
     "load_audio",
+    "load_for",
     "check_waveform",
     "write_audio",
 ]
@@ -43,13 +45,17 @@ def load_audio(
     path: str | os.PathLike,
     *,
     sample_rate: int = SAMPLE_RATE,
+    channels: int = 2,
     min_samples: int = MIN_SAMPLES,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Read an audio file as a float32 stereo waveform ``(2, samples)`` at ``sample_rate``.
+    """Read an audio file as a float32 waveform ``(channels, samples)`` at ``sample_rate``.
 
-    Mono is duplicated to left and right (with a warning); other sample rates are resampled
-    with soxr (high quality). Returns the waveform and a list of notes describing what was
-    done to it (for the explanation's JSON).
+    The defaults are the reference model's (48 kHz stereo); pass a front end's
+    ``sample_rate`` and ``channels`` (:func:`load_for`). Mono is duplicated to left and
+    right for a stereo model (with a warning), stereo is mixed down (mean of the channels)
+    for a mono one; other sample rates are resampled with soxr (high quality). Returns the
+    waveform and a list of notes describing what was done to it (for the explanation's
+    JSON).
 
     Raises:
         AudioError: one line naming the file, for files that are missing, empty,
@@ -74,8 +80,20 @@ def load_audio(
         reason = text.splitlines()[0] if text else type(exc).__name__
         raise AudioError(f"{name}: not a readable audio file ({reason})") from None
     notes: list[str] = []
-    wave = _conform(data.T, file_rate, name, notes, sample_rate, min_samples)
+    wave = _conform(data.T, file_rate, name, notes, sample_rate, channels, min_samples)
     return wave, notes
+
+
+def load_for(path: str | os.PathLike, front_end) -> tuple[torch.Tensor, list[str]]:
+    """:func:`load_audio` at ``front_end``'s rate and channel count (a
+    :class:`~listenable.frontends.FrontEnd`), at least half a second long."""
+    rate = front_end.sample_rate
+    return load_audio(
+        path,
+        sample_rate=rate,
+        channels=front_end.channels,
+        min_samples=max(front_end.min_samples(), rate // 2),
+    )
 
 
 def check_waveform(
@@ -83,9 +101,12 @@ def check_waveform(
     *,
     name: str = "waveform",
     min_samples: int = MIN_SAMPLES,
+    channels: int = 2,
+    sample_rate: int = SAMPLE_RATE,
 ) -> torch.Tensor:
     """Validate an in-memory waveform ``(channels, samples)`` or ``(batch, channels, samples)``
-    at 48 kHz and return it as float32 with two channels (mono duplicated)."""
+    at ``sample_rate`` and return it as float32 with ``channels`` channels (mono duplicated
+    for a stereo model, stereo mixed down for a mono one, with a warning)."""
     wave = torch.as_tensor(wave)
     if wave.ndim not in (2, 3):
         raise AudioError(
@@ -94,16 +115,19 @@ def check_waveform(
         )
     if not wave.is_floating_point():
         raise AudioError(f"{name}: expected a float waveform in [-1, 1], got {wave.dtype}")
-    channels = wave.shape[-2]
-    if channels == 1:
+    have = wave.shape[-2]
+    if have not in (1, 2):
+        raise AudioError(f"{name}: {have} channels; listenable explains mono or stereo clips")
+    if have == 1 and channels == 2:
         warnings.warn(f"{name}: mono input, duplicated to left and right", stacklevel=3)
         wave = torch.cat([wave, wave], dim=-2)
-    elif channels != 2:
-        raise AudioError(f"{name}: {channels} channels; listenable explains mono or stereo clips")
+    elif have == 2 and channels == 1:
+        warnings.warn(f"{name}: stereo input, mixed down to mono for the model", stacklevel=3)
+        wave = wave.mean(dim=-2, keepdim=True)
     if wave.shape[-1] < min_samples:
         raise AudioError(
-            f"{name}: too short ({wave.shape[-1]} samples = {wave.shape[-1] / SAMPLE_RATE:.3f} s);"
-            f" the model needs at least {min_samples / SAMPLE_RATE:.2f} s"
+            f"{name}: too short ({wave.shape[-1]} samples = {wave.shape[-1] / sample_rate:.3f} s);"
+            f" the model needs at least {min_samples / sample_rate:.2f} s"
         )
     if not bool(torch.isfinite(wave).all()):
         raise AudioError(f"{name}: contains NaN or Inf samples")
@@ -111,7 +135,7 @@ def check_waveform(
     return wave.float()
 
 
-def _conform(data, file_rate, name, notes, sample_rate, min_samples) -> torch.Tensor:
+def _conform(data, file_rate, name, notes, sample_rate, want, min_samples) -> torch.Tensor:
     channels, frames = data.shape
     if frames == 0:
         raise AudioError(f"{name}: no audio frames (empty file)")
@@ -120,10 +144,14 @@ def _conform(data, file_rate, name, notes, sample_rate, min_samples) -> torch.Te
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or Inf samples")
     _check_peak(float(np.abs(data).max()), name)
-    if channels == 1:
+    if channels == 1 and want == 2:
         warnings.warn(f"{name}: mono file, duplicated to left and right", stacklevel=3)
         notes.append("mono duplicated to left and right")
         data = np.concatenate([data, data], axis=0)
+    elif channels == 2 and want == 1:
+        notes.append("stereo mixed down to mono (mean of the channels)")
+        log.info("%s: stereo mixed down to mono", name)
+        data = data.mean(axis=0, keepdims=True)
     if file_rate != sample_rate:
         if frames * sample_rate / file_rate < min_samples:
             raise AudioError(_too_short(name, frames / file_rate, min_samples / sample_rate))

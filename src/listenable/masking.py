@@ -151,10 +151,12 @@ def _normalise_(heatmap: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor
     """:func:`normalise` in ``heatmap``'s memory."""
     flat = heatmap.flatten(1)
     low, high = flat.amin(dim=1), flat.amax(dim=1)  # two vectorised passes beat aminmax on CPU
-    span = high - low
-    empty = ~(span > eps * torch.clamp(high.abs(), min=1.0))
+    # half the range: finite for every finite float32 input (max − min of values beyond
+    # ±1.7e38 overflows); halving a normal float is exact, so the result is unchanged
+    span = high / 2 - low / 2
+    empty = ~(span > (eps / 2) * torch.clamp(high.abs(), min=1.0))
     scale = torch.where(empty, torch.ones_like(span), span)
-    heatmap.sub_(low[:, None, None]).div_(scale[:, None, None])
+    heatmap.mul_(0.5).sub_((low / 2)[:, None, None]).div_(scale[:, None, None])
     # no clamp needed: rounding is monotone, so low ≤ x ≤ high gives 0 ≤ fl(fl(x − low) / span)
     # ≤ fl(span / span) = 1 (a clamp could only change NaN/Inf, which it leaves as they are)
     _zero_empty_(heatmap, empty)

@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from listenable.atomic import write_json
-from listenable.checkpoint import features_for
+from listenable.checkpoint import front_end_for
+from listenable.models import as_explainable
 
 __all__ = ["predict", "score", "write_score"]
 
@@ -25,18 +26,20 @@ def predict(
     workers: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list]:
-    """Softmax probabilities ``(clips, classes)``, labels ``(clips,)`` and paths."""
+    """Probabilities ``(clips, classes)`` (the model's softmax or sigmoid), labels
+    ``(clips,)`` and paths; clips loaded at the model's rate and channel count."""
     from listenable.data import collate_clips
 
-    device = next(model.parameters()).device
-    features = features_for(meta).to(device)
+    model = as_explainable(model, front_end_for(meta) if meta else None)
+    dataset.front_end = model.front_end.cpu()
+    device = model.device
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips
     )
     probs, labels, paths = [], [], []
     for wave, label, path in loader:
-        logits = model(features(wave.to(device)))
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        logits = model(model.inputs(wave.to(device)))
+        probs.append(model.probabilities(logits).cpu())
         labels.append(label)
         paths.extend(path)
         if progress:

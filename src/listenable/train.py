@@ -1,14 +1,31 @@
-"""The McDonnell & Gao training recipe, resumable and seeded.
+"""The McDonnell & Gao training recipe, resumable and seeded, for either shipped family.
 
-SGD (lr 0.1, momentum 0.9); per-batch cosine warm restarts from 0.1 to 1e-5 with T0 = 2
+SGD (momentum 0.9); per-batch cosine warm restarts from ``lr_max`` (0.1) to 1e-5 with T0 = 2
 epochs and T_mult = 2; batch 32; mixup α = 0.4 with λ drawn per example; random crops of
-400 of the 461 feature frames; random left/right swap with p = 0.5; weight decay 2e-3 on
-the convolution weights only (Keras L2 1e-3). bf16 autocast on CUDA.
+the feature frames; random left/right swap with p = 0.5 for stereo front ends; weight decay
+2e-3 on the convolution weights only (Keras L2 1e-3). bf16 autocast on CUDA.
 
-Every epoch writes the model checkpoint (safetensors + JSON) and a training state
-(``<out>.state.safetensors``: optimiser momentum, epoch, step and RNG state) that
-``resume=True`` continues from; the learning-rate schedule is a pure function of the
-global step, so a resumed run follows the same curve.
+``TrainConfig.architecture`` picks the network and, with it, the front end the clips are
+loaded for and the features it takes (:data:`ARCHITECTURES`):
+
+* ``"McDonnellGao"`` (alias ``"reference"``, the default): the reference network over
+  ``FrontEnd.preset("mcdonnell_gao")`` (48 kHz stereo, 128 HTK log-mels + Δ + ΔΔ = 6
+  channels, 461 frames per 10 s clip); crops of 400 frames; L/R swap.
+* ``"SmallCNN"`` (alias ``"small"``): :class:`~listenable.models.SmallCNN` over
+  ``FrontEnd.preset("small")`` (16 kHz mono, 64 Slaney mels in dB, 626 frames per 10 s
+  clip); crops of 544 frames — 87 %, the reference's 400/461 fraction, so that the
+  augmentation shifts the scene by the same share of the clip (≈ 1.3 s) and a crop rarely
+  cuts away all of a clip's 2–4 signature events, rounded to a multiple of 16, the time
+  stride of ``block4``, so that every pooled frame sees whole input frames; no swap (mono);
+  ``lr_max`` 0.01: the reference ends in a BatchNorm of the logits, which keeps them bounded
+  at 0.1, while the small model's linear head over pooled features (and its plain convolution
+  stack) diverged at 0.1 and 0.03 in trial runs (the loss rose to 4–6 in the first steps).
+
+Every epoch writes the model checkpoint (safetensors + JSON, with the front end's settings
+and the training history) and a training state (``<out>.state.safetensors``: optimiser
+momentum, epoch, step and RNG state) that ``resume=True`` continues from; the
+learning-rate schedule is a pure function of the global step, so a resumed run follows the
+same curve.
 """
 
 from __future__ import annotations
@@ -19,7 +36,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,26 +47,54 @@ from torch.utils.data import DataLoader
 
 from listenable.atomic import atomic_path, write_json
 from listenable.checkpoint import save_checkpoint
-from listenable.features import LogMelDeltas
-from listenable.models import McDonnellGao
+from listenable.errors import CheckpointError, UsageError
+from listenable.frontends import FrontEnd
+from listenable.models import McDonnellGao, SmallCNN
 
-__all__ = ["TrainConfig", "train", "learning_rate", "mixup", "random_crop", "swap_channels"]
+__all__ = [
+    "ARCHITECTURES",
+    "TrainConfig",
+    "train",
+    "learning_rate",
+    "mixup",
+    "random_crop",
+    "swap_channels",
+    "precise_bn",
+]
 
 log = logging.getLogger(__name__)
+
+#: The families the recipe trains: model class, front-end preset, and the defaults of the
+#: settings that differ between them (crop in frames, peak learning rate).
+ARCHITECTURES: dict[str, dict] = {
+    "McDonnellGao": {
+        "model": McDonnellGao,
+        "preset": "mcdonnell_gao",
+        "crop_frames": 400,
+        "lr_max": 0.1,
+    },
+    "SmallCNN": {"model": SmallCNN, "preset": "small", "crop_frames": 544, "lr_max": 0.01},
+}
+#: Short names (the command line's ``--architecture``).
+ALIASES = {"reference": "McDonnellGao", "small": "SmallCNN"}
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 510
     batch_size: int = 32
-    lr_max: float = 0.1
+    #: Peak learning rate of each cycle; ``None``: the architecture's (0.1 reference, 0.01
+    #: small — a plain CNN without the reference's normalised logits diverges at 0.1).
+    lr_max: float | None = None
     lr_min: float = 1e-5
     t0_epochs: int = 2
     t_mult: int = 2
     momentum: float = 0.9
     weight_decay: float = 2e-3
     mixup_alpha: float = 0.4
-    crop_frames: int = 400
+    #: Random crop length in feature frames; ``None``: the architecture's (400 reference,
+    #: 544 small; see the module docstring).
+    crop_frames: int | None = None
     swap_p: float = 0.5
     seed: int = 0
     workers: int = 0
@@ -58,11 +103,40 @@ class TrainConfig:
     #: plain average over training batches (no mixup) instead of the momentum-0.01 trace,
     #: which short runs (a few hundred steps) leave far from the data's statistics.
     precise_bn_batches: int = 0
+    #: ``"McDonnellGao"`` / ``"reference"`` or ``"SmallCNN"`` / ``"small"``.
+    architecture: str = "McDonnellGao"
+    #: Keyword arguments of the model beyond ``n_classes`` (e.g. SmallCNN ``widths``).
+    model_options: dict = field(default_factory=dict)
+    #: Metadata stored at the top level of the checkpoint's JSON (the CLI's "provenance").
     extra: dict = field(default_factory=dict)
+
+    def resolved(self) -> TrainConfig:
+        """This config with the architecture's canonical name and its default crop filled in
+        (a ``UsageError`` for an unknown architecture)."""
+        name = ALIASES.get(self.architecture, self.architecture)
+        if name not in ARCHITECTURES:
+            known = sorted(ARCHITECTURES) + sorted(ALIASES)
+            raise UsageError(f"unknown architecture {self.architecture!r}; choose from {known}")
+        crop = ARCHITECTURES[name]["crop_frames"] if self.crop_frames is None else self.crop_frames
+        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 1:
+            raise UsageError(f"crop_frames must be a positive integer, got {crop!r}")
+        lr_max = ARCHITECTURES[name]["lr_max"] if self.lr_max is None else float(self.lr_max)
+        if not (math.isfinite(lr_max) and lr_max > 0):
+            raise UsageError(f"lr_max must be a positive number, got {lr_max!r}")
+        return replace(self, architecture=name, crop_frames=crop, lr_max=lr_max)
+
+    def front_end(self) -> FrontEnd:
+        """The front end of the architecture (clips are loaded at its rate and channels)."""
+        return FrontEnd.preset(ARCHITECTURES[self.resolved().architecture]["preset"])
+
+    def build_model(self, n_classes: int, front_end: FrontEnd) -> nn.Module:
+        cls = ARCHITECTURES[self.resolved().architecture]["model"]
+        return cls(n_classes=n_classes, n_mels=front_end.n_mels, **self.model_options)
 
 
 def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     """Cosine warm restarts, per batch: cycles of T0, T0·T_mult, … epochs from lr_max to lr_min."""
+    lr_max = cfg.resolved().lr_max
     epoch = step / steps_per_epoch
     cycle_len = cfg.t0_epochs
     start = 0.0
@@ -70,7 +144,7 @@ def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
         start += cycle_len
         cycle_len *= cfg.t_mult
     progress = (epoch - start) / cycle_len
-    return cfg.lr_min + 0.5 * (cfg.lr_max - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+    return cfg.lr_min + 0.5 * (lr_max - cfg.lr_min) * (1 + math.cos(math.pi * progress))
 
 
 def random_crop(features: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
@@ -87,9 +161,13 @@ def random_crop(features: torch.Tensor, frames: int, generator: torch.Generator)
 
 
 def swap_channels(features: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Swap left and right (channel pairs 0↔1, 2↔3, 4↔5) with probability ``p`` per example."""
+    """Swap left and right — the channel pairs 0↔1, 2↔3, … of stereo features ``[x_L, x_R,
+    Δ_L, Δ_R, ΔΔ_L, ΔΔ_R]`` — with probability ``p`` per example."""
+    channels = features.shape[1]
+    if channels % 2:
+        raise ValueError(f"swap_channels needs stereo (L, R pairs of) channels, got {channels}")
     swap = (torch.rand(features.shape[0], generator=generator) < p).to(features.device)
-    swapped = features[:, [1, 0, 3, 2, 5, 4]]
+    swapped = features[:, [c ^ 1 for c in range(channels)]]
     return torch.where(swap[:, None, None, None], swapped, features)
 
 
@@ -131,9 +209,15 @@ def _state_path(out: Path) -> Path:
 
 
 def _save_state(
-    out: Path, optimizer, epoch: int, step: int, generator: torch.Generator, history
+    out: Path, model: nn.Module, optimizer, epoch: int, step: int, generator, history
 ) -> None:
-    tensors = {"rng": generator.get_state()}
+    # the global RNGs drive dropout (SmallCNN): kept so that a resumed run draws the same masks
+    tensors = {"rng": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["cuda_rng"] = torch.cuda.get_rng_state()
+    # the BN running statistics as the epoch left them (the checkpoint's may be precise BN's)
+    for name, buf in model.named_buffers():
+        tensors[f"buffer.{name}"] = buf.detach().cpu().contiguous()
     for i, group in enumerate(optimizer.param_groups):
         for j, param in enumerate(group["params"]):
             buf = optimizer.state.get(param, {}).get("momentum_buffer")
@@ -144,7 +228,9 @@ def _save_state(
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _load_state(out: Path, optimizer, generator: torch.Generator) -> tuple[int, int, list]:
+def _load_state(
+    out: Path, model: nn.Module, optimizer, generator: torch.Generator
+) -> tuple[int, int, list]:
     from safetensors import safe_open
 
     path = _state_path(out)
@@ -152,12 +238,38 @@ def _load_state(out: Path, optimizer, generator: torch.Generator) -> tuple[int, 
         meta = handle.metadata()
     tensors = load_file(str(path))
     generator.set_state(tensors["rng"])
+    if "torch_rng" in tensors:  # states written before dropout models lack it
+        torch.set_rng_state(tensors["torch_rng"])
+    if "cuda_rng" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda_rng"])
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if f"buffer.{name}" in tensors:
+                buf.copy_(tensors[f"buffer.{name}"])
     for i, group in enumerate(optimizer.param_groups):
         for j, param in enumerate(group["params"]):
             key = f"momentum.{i}.{j}"
             if key in tensors:
                 optimizer.state[param]["momentum_buffer"] = tensors[key].to(param.device)
     return int(meta["epoch"]), int(meta["step"]), json.loads(meta["history"])
+
+
+def _resume_model(out: Path, model: nn.Module, front_end: FrontEnd, epochs: int) -> bool:
+    """Load the weights of the checkpoint being resumed into ``model``; return whether its
+    precise BN is done for a run of ``epochs`` epochs. A checkpoint of another architecture
+    or front end is refused."""
+    from listenable.checkpoint import front_end_for, load_checkpoint
+
+    loaded, meta = load_checkpoint(out)
+    if meta["architecture"] != model.architecture:
+        raise CheckpointError(
+            f"{out}: cannot resume a {meta['architecture']} checkpoint as {model.architecture}"
+        )
+    if front_end_for(meta).settings != front_end.settings:
+        raise CheckpointError(f"{out}: cannot resume: the checkpoint has another front end")
+    model.load_state_dict(loaded.state_dict())
+    training = meta.get("training", {})
+    return bool(training.get("precise_bn")) and training.get("epochs_done", 0) >= epochs
 
 
 def train(
@@ -172,29 +284,40 @@ def train(
     is_main: bool = True,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
 ) -> Path:
-    """Train the reference model on ``dataset`` (``(waveform, label, path)`` items).
+    """Train ``cfg.architecture`` on ``dataset`` (``(waveform, label, path)`` items).
 
-    ``out`` is the checkpoint path (``.safetensors``); it is rewritten every epoch.
+    The dataset's ``front_end`` (an :class:`~listenable.data.AudioDataset`'s) is set to the
+    architecture's, so that clips load at its rate and channel count; a dataset without one
+    must yield waveforms at that rate and channel count already. ``out`` is the checkpoint
+    path (``.safetensors``); it is rewritten every epoch.
     ``sampler``/``wrap``/``is_main`` let :mod:`listenable.distributed` run it under DDP.
     """
+    cfg = cfg.resolved()
     out = Path(out).with_suffix(".safetensors")
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     classes = list(dataset.class_names)
-    model = McDonnellGao(n_classes=len(classes)).to(device)
-    features = LogMelDeltas().to(device)
+    front_end = cfg.front_end()
+    if hasattr(dataset, "front_end"):
+        dataset.front_end = front_end
+    else:
+        log.warning(
+            "%s has no front_end: its clips must be %d Hz with %d channel(s)",
+            type(dataset).__name__,
+            front_end.sample_rate,
+            front_end.channels,
+        )
+    model = cfg.build_model(len(classes), front_end).to(device)
+    front_end = front_end.to(device)
+    stereo = front_end.channels == 2
     optimizer = torch.optim.SGD(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr_max, momentum=cfg.momentum
     )
     start_epoch, step, history, bn_done = 0, 0, [], False
     if resume and out.exists() and _state_path(out).exists():
-        from listenable.checkpoint import load_checkpoint
-
-        loaded, loaded_meta = load_checkpoint(out)
-        bn_done = bool(loaded_meta.get("training", {}).get("precise_bn"))
-        model.load_state_dict(loaded.state_dict())
-        start_epoch, step, history = _load_state(out, optimizer, generator)
+        bn_done = _resume_model(out, model, front_end, cfg.epochs)
+        start_epoch, step, history = _load_state(out, model, optimizer, generator)
         log.info("resuming %s at epoch %d (step %d)", out, start_epoch, step)
     net = wrap(model) if wrap else model
     loader_gen = torch.Generator().manual_seed(cfg.seed)
@@ -213,6 +336,18 @@ def train(
     )
     steps_per_epoch = len(loader)
     use_bf16 = device.type == "cuda"
+
+    def checkpoint(epochs_done: int, **more) -> None:
+        training = {**asdict(cfg), "epochs_done": epochs_done, "steps": step, "history": history}
+        save_checkpoint(
+            model,
+            out,
+            class_names=classes,
+            front_end=front_end,
+            training={**training, **more},
+            **cfg.extra,
+        )
+
     for epoch in range(start_epoch, cfg.epochs):
         if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -222,9 +357,10 @@ def train(
         for wave, labels, _ in loader:
             wave, labels = wave.to(device, non_blocking=True), labels.to(device)
             with torch.no_grad():
-                x = features(wave)
+                x = front_end(wave)
                 x = random_crop(x, cfg.crop_frames, generator)
-                x = swap_channels(x, cfg.swap_p, generator)
+                if stereo:
+                    x = swap_channels(x, cfg.swap_p, generator)
                 y = F.one_hot(labels, len(classes)).float()
                 x, y = mixup(x, y, cfg.mixup_alpha, generator)
             lr = learning_rate(step, steps_per_epoch, cfg)
@@ -261,42 +397,17 @@ def train(
         }
         history.append(record)
         if is_main:
-            save_checkpoint(
-                model,
-                out,
-                class_names=classes,
-                features=features,
-                training={
-                    **asdict(cfg),
-                    "epochs_done": epoch + 1,
-                    "steps": step,
-                    "history": history,
-                },
-                **cfg.extra,
-            )
-            _save_state(out, optimizer, epoch + 1, step, generator, history)
+            checkpoint(epoch + 1)
+            _save_state(out, model, optimizer, epoch + 1, step, generator, history)
         log.info("epoch %d: %s", epoch + 1, record)
         if on_epoch:
             on_epoch(record)
     if cfg.precise_bn_batches and not bn_done:
         # seeded so that a run resumed after its last epoch gets the same statistics
         loader_gen.manual_seed(cfg.seed + cfg.epochs)
-        precise_bn(model, features, loader, cfg.precise_bn_batches, cfg.crop_frames, generator)
+        precise_bn(model, front_end, loader, cfg.precise_bn_batches, cfg.crop_frames, generator)
         if is_main:
-            save_checkpoint(
-                model,
-                out,
-                class_names=classes,
-                features=features,
-                training={
-                    **asdict(cfg),
-                    "epochs_done": cfg.epochs,
-                    "steps": step,
-                    "history": history,
-                    "precise_bn": True,
-                },
-                **cfg.extra,
-            )
+            checkpoint(cfg.epochs, precise_bn=True)
     if is_main:
         write_json(out.with_name(out.stem + ".history.json"), history)
     return out
@@ -305,7 +416,7 @@ def train(
 @torch.no_grad()
 def precise_bn(
     model: nn.Module,
-    features: LogMelDeltas,
+    front_end: FrontEnd,
     loader,
     batches: int,
     crop_frames: int,
@@ -313,7 +424,7 @@ def precise_bn(
 ) -> None:
     """Re-estimate every BatchNorm's running statistics as an equal-weight average over
     ``batches`` training batches (random crops, no mixup), as in pycls' precise BN."""
-    device = features.window.device
+    device = front_end.filterbank.device
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     saved = [m.momentum for m in bns]
     for m in bns:
@@ -324,7 +435,7 @@ def precise_bn(
         for i, (wave, _, _) in enumerate(loader):
             if i >= batches:
                 break
-            model(random_crop(features(wave.to(device)), crop_frames, generator))
+            model(random_crop(front_end(wave.to(device)), crop_frames, generator))
     finally:
         for m, momentum in zip(bns, saved):
             m.momentum = momentum

@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 
 from listenable.atomic import write_json
-from listenable.checkpoint import features_for
 from listenable.errors import ListenableError
 from listenable.explain import Explainer, Explanation
-from listenable.io import load_audio, write_audio
+from listenable.io import load_for, write_audio
 
 __all__ = ["ExplanationWriter", "explanation_record"]
 
@@ -33,7 +32,8 @@ def explanation_record(expl: Explanation, class_names: list[str]) -> dict:
         "mask_area": float(expl.mask_area),
         "empty_mask": bool(expl.empty),
         "settings": expl.settings,
-        "mel_bands": list(expl.mel_bands),
+        "layer": expl.layer,
+        "geometry": expl.geometry.describe() if expl.geometry is not None else None,
         "notes": list(expl.notes),
     }
 
@@ -41,12 +41,16 @@ def explanation_record(expl: Explanation, class_names: list[str]) -> dict:
 class ExplanationWriter:
     """Explain files one by one into ``out``: ``<stem>.listenable.wav``, ``<stem>.residual.wav``,
     ``<stem>.json`` and ``<stem>.png``. No output may replace one of ``inputs`` (pass every
-    clip of the run: ``a.wav``'s ``a.listenable.wav`` could be another input)."""
+    clip of the run: ``a.wav``'s ``a.listenable.wav`` could be another input). The audio is
+    read and written at the model's rate and channel count.
+
+    ``model`` is an :class:`~listenable.models.Explainable`, or a checkpoint's module with
+    its metadata ``meta`` (then the front end it was trained with is used)."""
 
     def __init__(
         self,
         model,
-        meta: dict,
+        meta: dict | None,
         out: Path,
         *,
         target: str | None = None,
@@ -54,9 +58,10 @@ class ExplanationWriter:
         inputs=(),
         **settings,
     ) -> None:
-        self.class_names = list(meta["class_names"])
-        settings.setdefault("features", features_for(meta))  # the front end it was trained with
-        self.explainer = Explainer(model, class_names=self.class_names, **settings)
+        from listenable.checkpoint import explainable_for
+
+        self.explainer = Explainer(explainable_for(model, meta), **settings)
+        self.class_names = list(self.explainer.class_names)
         self.out = Path(out)
         self.target = target
         self.figures = figures
@@ -76,7 +81,7 @@ class ExplanationWriter:
 
     def explain_file(self, path: Path, stem: str | None = None) -> str:
         """Explain one file and write its outputs; returns the output stem."""
-        wave, notes = load_audio(path)
+        wave, notes = load_for(path, self.explainer.front_end)
         stem = stem or self.unique_stem(path)
         expl = self.explainer(wave[None], self.target).item(0)
         expl.notes = notes
@@ -106,7 +111,7 @@ class ExplanationWriter:
         write_audio(paths["listenable"], expl.listenable, expl.sample_rate)
         write_audio(paths["residual"], expl.residual, expl.sample_rate)
         if self.figures:
-            self.figure(paths["figure"], expl, wave)
+            figure_for(paths["figure"], expl, wave, self.explainer)
         record = explanation_record(expl, self.class_names)
         record["source"] = str(source) if source is not None else None
         record["duration_s"] = wave.shape[-1] / expl.sample_rate
@@ -114,20 +119,21 @@ class ExplanationWriter:
         write_json(paths["json"], record)
         return paths
 
-    def figure(self, path: Path, expl: Explanation, wave: torch.Tensor) -> None:
-        figure_for(path, expl, wave, self.explainer)
-
 
 def figure_for(path: Path, expl: Explanation, wave: torch.Tensor, explainer: Explainer) -> None:
     """The paper's Fig. 1 (spectrogram, heatmap, superimposed) plus the masked spectrogram."""
     from listenable.masking import normalise
     from listenable.report.figures import explanation_figure
 
-    feats = explainer.features
-    spectrum = feats.stft(wave[None].to(feats.window.device))[0].cpu()
-    grid = explainer.mapping(expl.heatmap[None], spectrum.shape[-1], expl.mel_bands)
+    stft = explainer.listening
+    spectrum = stft(wave[None].to(stft.window.device))[0].cpu()
+    grid = explainer.projection(expl.heatmap[None].to(stft.window.device), expl.geometry,
+                                spectrum.shape[-1])  # fmt: skip
     normed, _ = normalise(grid.cpu())
-    explanation_figure(path, spectrum, normed[0], expl.mask.cpu(), title=source_title(expl))
+    explanation_figure(
+        path, spectrum, normed[0], expl.mask.cpu(), title=source_title(expl),
+        sample_rate=stft.sample_rate, hop_length=stft.hop_length,
+    )  # fmt: skip
 
 
 def source_title(expl: Explanation) -> str:

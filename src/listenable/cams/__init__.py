@@ -1,11 +1,12 @@
 """Class activation maps and attributions: one small class per method over
 :class:`~listenable.cams.base.CAM`; every method is reachable as
-``get_method(name)(model, layer, **options)`` and returns a
-:class:`~listenable.cams.base.CAMResult` whose heatmap is ``(batch, rows, frames)`` after
-ReLU, on the mel bands given by the instance's ``mel_bands``.
+``get_method(name)(model, layer, **options)`` (``model`` an
+:class:`~listenable.models.Explainable`, ``layer`` ``None`` for its default) and returns a
+:class:`~listenable.cams.base.CAMResult` whose heatmap is ``(batch, rows, cells)`` after
+ReLU, with the geometry that places its cells on the model's features.
 """
 
-from listenable.cams.base import CAM, CAMResult, resolve_layer
+from listenable.cams.base import CAM, CAMResult
 from listenable.cams.baselines import RandomCAM
 from listenable.cams.eigencam import EigenCAM
 from listenable.cams.gradcam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
@@ -32,7 +33,6 @@ __all__ = [
     "SmoothGrad",
     "XGradCAM",
     "get_method",
-    "resolve_layer",
 ]
 
 #: Method name → class. Other modules register theirs here.

@@ -5,14 +5,16 @@ of the layer, as Grad-CAM) or :meth:`CAM.cam_image` (when the weights are not pe
 A method reading several layers overrides :meth:`CAM.forward_with_activations` to return a
 tuple of activations (:func:`capture_layers`: one forward, one backward for all of them).
 
-The helpers place a layer's map on a finer grid with the geometry of
-:mod:`listenable.mapping` (:func:`upsample_time`, :func:`place_bands`) and say what a masked
-feature is (:func:`feature_floor`).
+The model is an :class:`~listenable.models.Explainable` (a bare reference model is wrapped);
+the layer is one of its :class:`~listenable.geometry.Layer` objects, whose output is put in
+the canonical layout ``(batch, channels, rows, cells)`` (activations and gradients alike)
+before a method sees it, and whose geometry travels with the heatmap (:class:`CAMResult`) to
+the projection. :func:`feature_floor` says what a masked feature is.
 
 Shapes:
-    features     (batch, 6, n_mels, frames)
-    activations  (batch, channels, freq, cam_frames)   the layer's output
-    heatmap      (batch, freq, cam_frames)             after ReLU, not normalised
+    inputs       what the module takes (features in its front end's layout, or a waveform)
+    activations  (batch, channels, rows, cells)   the layer's output, canonical
+    heatmap      (batch, rows, cells)             after ReLU, not normalised
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from listenable.mapping import cam_stride, time_matrix
+from listenable.geometry import LayerGeometry
+from listenable.models import Explainable, as_explainable
 
 __all__ = [
     "CAM",
@@ -32,28 +35,16 @@ __all__ = [
     "capture_layers",
     "frozen_parameters",
     "feature_floor",
-    "layer_bands",
-    "place_bands",
-    "resolve_layer",
     "select_target",
-    "upsample_time",
 ]
 
 
 @dataclass
 class CAMResult:
-    heatmap: torch.Tensor  # (batch, freq, cam_frames), ReLU applied
-    logits: torch.Tensor  # (batch, n_classes), pre-softmax
+    heatmap: torch.Tensor  # (batch, rows, cells), ReLU applied
+    logits: torch.Tensor  # (batch, n_classes), pre-activation
     target: torch.Tensor  # (batch,) long
-
-
-def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule called ``layer`` (a dotted name such as ``low.stage3``)."""
-    modules = dict(model.named_modules())
-    if layer not in modules or layer == "":
-        names = [n for n in modules if n and n.count(".") <= 1]
-        raise ValueError(f"model has no layer {layer!r}; try one of {names}")
-    return modules[layer]
+    geometry: LayerGeometry | None = None  # where the heatmap's cells lie on the features
 
 
 @contextlib.contextmanager
@@ -74,13 +65,6 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def layer_bands(model: nn.Module, layer: str) -> tuple[int, int] | None:
-    """``[start, stop)`` of the mel bands ``layer`` covers, or ``None`` when the model does not
-    say (then a layer's rows are taken to cover all the input's rows)."""
-    bands = getattr(model, "mel_bands", None)
-    return tuple(bands(layer)) if bands else None
-
-
 def capture_layers(
     model: nn.Module, modules: Sequence[nn.Module], features: torch.Tensor, *, requires_grad: bool
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -97,6 +81,9 @@ def capture_layers(
 
     def make_hook(index: int):
         def hook(_module, _inputs, output):
+            rest = None
+            if isinstance(output, tuple):  # (hidden states, attentions...): the first
+                output, rest = output[0], output[1:]
             if requires_grad and output.requires_grad:
                 store[index] = output
                 return None
@@ -104,7 +91,7 @@ def capture_layers(
             if requires_grad:
                 leaf.requires_grad_(True)
             store[index] = leaf
-            return leaf
+            return leaf if rest is None else (leaf, *rest)
 
         return hook
 
@@ -122,38 +109,10 @@ def capture_layers(
     return logits, [store[i] for i in range(len(modules))]
 
 
-def upsample_time(maps: torch.Tensor, frames: int) -> torch.Tensor:
-    """``(..., cam_frames)`` → ``(..., frames)`` with :mod:`listenable.mapping`'s alignment.
-
-    Frame ``i`` of a map ``stride`` times coarser (stride derived from the frame counts by
-    :func:`~listenable.mapping.cam_stride`) is centred on fine frame ``stride·i``; fine frames
-    interpolate linearly between the two nearest centres and hold the end values.
-    """
-    cam_frames = maps.shape[-1]
-    if cam_frames == frames:
-        return maps
-    tmat = time_matrix(frames, cam_frames, cam_stride(frames, cam_frames), 0)
-    return maps @ tmat.to(maps.device, maps.dtype).T
-
-
-def place_bands(maps: torch.Tensor, bands: tuple[int, int] | None, rows: int) -> torch.Tensor:
-    """Put ``(..., band_rows, frames)`` onto rows ``[start, stop)`` of a ``(..., rows, frames)``
-    grid; the other rows are zero. ``bands=None`` means the map already covers every row."""
-    start, stop = bands or (0, rows)
-    if maps.shape[-2] != stop - start or not 0 <= start < stop <= rows:
-        raise ValueError(
-            f"a map of {maps.shape[-2]} rows cannot cover bands [{start}, {stop}) of {rows}"
-        )
-    if (start, stop) == (0, rows):
-        return maps
-    pad = [0, 0, start, rows - stop]
-    return torch.nn.functional.pad(maps, pad)
-
-
 def feature_floor(features: torch.Tensor) -> torch.Tensor:
     """What "nothing here" means for a feature: each clip's per-channel minimum.
 
-    ``features (batch, channels, n_mels, frames)`` → ``(batch, channels, 1, 1)``. Masking a
+    ``features (batch, channels, ...)`` → ``(batch, channels, 1, ...)``. Masking a
     log-mel feature by ``m ∈ [0, 1]`` interpolates toward it, ``floor + m (x − floor)``: at
     ``m = 0`` the log-mel channels sit at the clip's quietest level (silence-like, without
     the out-of-distribution ``log 1e-8`` of true silence) and each delta channel at its own
@@ -193,14 +152,16 @@ class CAM:
     #: ``delta`` and ``mode`` (:class:`~listenable.cams.optimised.OptimisedMask`).
     uses_spectrum = False
 
-    def __init__(self, model: nn.Module, layer: str = "fusion") -> None:
-        self.model = model
-        self.layer_name = layer
-        self.layer = resolve_layer(model, layer)
-        bands = getattr(model, "mel_bands", None)
-        #: ``[start, stop)`` of the mel bands the heatmap's rows cover (a layer inside one
-        #: band path covers only its half).
-        self.mel_bands: tuple[int, int] | None = bands(layer) if bands else None
+    def __init__(self, model: Explainable | nn.Module, layer: str | None = None) -> None:
+        self.model = as_explainable(model)
+        #: the :class:`~listenable.geometry.Layer` read (``None``/"auto": the default)
+        self.spec = self.model.layer(layer)
+        self.layer_name = self.spec.name
+        self.layer = self.spec.module
+        #: every layer a pass reads (methods reading several extend it)
+        self.layers = [self.spec]
+        #: the heatmap's grid on the features
+        self.geometry: LayerGeometry = self.spec.geometry
 
     # --- the hooks a method overrides -------------------------------------------------
     def weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -246,9 +207,15 @@ class CAM:
                 grads = torch.autograd.grad(score, acts)
                 grads = grads[0] if isinstance(acts, torch.Tensor) else grads
         with torch.no_grad():
-            acts = (
-                acts.detach() if isinstance(acts, torch.Tensor) else tuple(a.detach() for a in acts)
-            )
+            if isinstance(acts, torch.Tensor):
+                acts = self.spec.canonical(acts.detach())
+                grads = None if grads is None else self.spec.canonical(grads)
+            else:
+                acts = tuple(lay.canonical(a.detach()) for lay, a in zip(self.layers, acts))
+                if grads is not None:
+                    grads = tuple(lay.canonical(g) for lay, g in zip(self.layers, grads))
             cam = self.cam_image(acts, grads, features, target)
             heatmap = torch.relu(cam.float())
-        return CAMResult(heatmap=heatmap, logits=logits.detach().float(), target=target)
+        return CAMResult(
+            heatmap=heatmap, logits=logits.detach().float(), target=target, geometry=self.geometry
+        )

@@ -28,7 +28,7 @@ class RandomCAM(CAM):
 
     uses_gradients = False
 
-    def __init__(self, model: nn.Module, layer: str = "fusion", *, seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, layer: str | None = None, *, seed: int = 0) -> None:
         super().__init__(model, layer)
         self.seed = seed
 

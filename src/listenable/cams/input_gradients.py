@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from listenable.cams.base import CAM, CAMResult, feature_floor, frozen_parameters, select_target
+from listenable.geometry import feature_geometry
+from listenable.models import as_explainable
 
 __all__ = [
     "InputAttribution",
@@ -56,11 +58,16 @@ class InputAttribution(CAM):
     ) -> None:
         if internal_batch_size < 1:
             raise ValueError(f"internal_batch_size must be at least 1, got {internal_batch_size}")
-        self.model = model
-        self.layer_name = layer
+        self.model = as_explainable(model)
+        if self.model.input != "features":
+            raise ValueError(
+                f"input-gradient methods attribute the model's features, and {self.model.name} "
+                "takes the waveform: use gradcam, hirescam or another layer method"
+            )
+        self.layer_name = "input"
         self.layer = None
-        n_mels = getattr(model, "n_mels", None)
-        self.mel_bands = (0, n_mels) if n_mels else None
+        self.front_end = self.model.front_end
+        self.geometry = feature_geometry(self.front_end.n_mels)
         self.internal_batch_size = internal_batch_size
 
     def attribute(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -79,8 +86,16 @@ class InputAttribution(CAM):
                 logits = self.model(features)
             target = select_target(logits, target)
             attribution = self.attribute(features, target)
-        heatmap = attribution.detach().abs().sum(dim=1).float()
-        return CAMResult(heatmap=heatmap, logits=logits.float(), target=target)
+        attribution = self.front_end.to_canonical(attribution.detach())
+        heatmap = attribution.abs().sum(dim=1).float()
+        return CAMResult(
+            heatmap=heatmap, logits=logits.float(), target=target, geometry=self.geometry
+        )
+
+    def floor(self, features: torch.Tensor) -> torch.Tensor:
+        """:func:`~listenable.cams.base.feature_floor` of features in the model's layout."""
+        fe = self.front_end
+        return fe.to_layout(feature_floor(fe.to_canonical(features)))
 
 
 class Saliency(InputAttribution):
@@ -115,13 +130,14 @@ class IntegratedGradients(InputAttribution):
         self.step_weights = torch.from_numpy(0.5 * weights)
 
     def attribute(self, features, target):
-        baseline = feature_floor(features)
+        baseline = self.floor(features)
         diff = features - baseline
         alphas = self.alphas.to(features.device, features.dtype)
         step_weights = self.step_weights.to(features.device, features.dtype)
         out = []
         for b in range(features.shape[0]):
-            path = baseline[b] + alphas.view(-1, 1, 1, 1) * diff[b]  # (n_steps, C, F, T)
+            shape = (-1,) + (1,) * (features.ndim - 1)
+            path = baseline[b] + alphas.view(shape) * diff[b]  # (n_steps, *feature shape)
             grads = self.gradients(path, target[b].expand(len(alphas)))
             out.append(torch.einsum("s,s...->...", step_weights, grads) * diff[b])
         return torch.stack(out)
@@ -160,8 +176,9 @@ class SmoothGrad(InputAttribution):
         generator = torch.Generator().manual_seed(self.seed)
         noise = torch.randn(self.n_samples, *features.shape[1:], generator=generator)
         noise = noise.to(features.device, features.dtype)
-        dims = tuple(range(2, features.ndim))
-        sigma = self.noise_level * (features.amax(dim=dims, keepdim=True) - feature_floor(features))
+        fe = self.front_end
+        top = fe.to_layout(fe.to_canonical(features).amax(dim=(2, 3), keepdim=True))
+        sigma = self.noise_level * (top - self.floor(features))
         out = []
         for b in range(features.shape[0]):
             noisy = features[b] + sigma[b] * noise  # (n_samples, C, F, T)

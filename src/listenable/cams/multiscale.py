@@ -6,11 +6,15 @@ the evidence leak into the listenable output. Shallower layers of the same netwo
 4× or 2× more frames, and a weight per position (HiResCAM, LayerCAM) keeps their maps local
 where Grad-CAM's per-channel mean gradient turns noisy in shallow layers (Jiang et al. 2021).
 
-Shapes:
-    features   (batch, 6, n_mels, frames)
+The layers come from the model's adapter (``Explainable.fine_layers``; the reference
+model's are stage 3 and stage 2 of both band paths). Every map is put on one grid: the
+front end's feature rows (through each layer's derived frequency geometry; a band path's
+map lands on its own bands) and the finest layer's time cells.
+
+Shapes (reference model):
     top map    (batch, 128, frames / 16)            fusion, Grad-CAM
-    fine maps  (batch, 128, frames / 8), (batch, 128, frames / 4)   HiResCAM per band path
-    heatmap    (batch, 128, frames / 4)              the finest layer's grid
+    fine maps  (batch, 64, frames / 8), (batch, 64, frames / 4)   HiResCAM per band path
+    heatmap    (batch, n_mels, finest cells)        the feature rows x the finest time grid
 """
 
 from __future__ import annotations
@@ -20,16 +24,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from listenable.cams.base import CAM, capture_layers, layer_bands, resolve_layer, upsample_time
+from listenable.cams.base import CAM, capture_layers
 from listenable.cams.gradcam import gradcam_map, hirescam_map, layercam_map
+from listenable.geometry import Axis, LayerGeometry
+from listenable.projection import to_grid
 
 __all__ = ["MultiScaleCAM", "FINE_MAPS"]
 
 #: How a fine layer's map is computed from its ``(activations, gradients)``.
 FINE_MAPS = {"layercam": layercam_map, "gradcam": gradcam_map, "hirescam": hirescam_map}
-
-#: Stride-8 and stride-4 layers of both band paths of :class:`~listenable.models.McDonnellGao`.
-DEFAULT_FINE_LAYERS = (("low.stage3", "high.stage3"), ("low.stage2", "high.stage2"))
 
 
 class MultiScaleCAM(CAM):
@@ -75,17 +78,16 @@ class MultiScaleCAM(CAM):
     positive class evidence) gives an all-zero heatmap.
 
     One forward and one backward pass serve all layers (the backward stops at the lowest
-    hooked layer). The heatmap is on the finest layer's grid, ``(batch, 128, frames / 4)``
-    by default, covering mel bands ``(0, n_mels)``; the mapping derives the stride from the
-    frame counts.
+    hooked layer). The heatmap is on the feature rows x the finest layer's time cells,
+    ``(batch, 128, frames / 4)`` for the reference model.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        layer: str = "fusion",
+        layer: str | None = None,
         *,
-        fine_layers: Sequence[Sequence[str]] = DEFAULT_FINE_LAYERS,
+        fine_layers: Sequence[Sequence[str]] | None = None,
         fine_method: str = "hirescam",
         time_gate: bool = True,
         fill: float = 0.0,
@@ -98,62 +100,54 @@ class MultiScaleCAM(CAM):
             raise ValueError(f"fine_method must be one of {sorted(FINE_MAPS)}, got {fine_method!r}")
         self.fine_method = fine_method
         self.time_gate = time_gate
+        fine_layers = fine_layers or self.model.fine_layers
+        if not fine_layers:
+            raise ValueError(
+                f"the multi-scale method reads finer layers, and {self.model.name} names none: "
+                "pass fine_layers=[[...], ...] (or use gradcam)"
+            )
         self.groups = [tuple(group) for group in fine_layers]
-        if not self.groups or not all(self.groups):
+        if not all(self.groups):
             raise ValueError("fine_layers must be a non-empty list of non-empty layer groups")
-        names = [layer, *(name for group in self.groups for name in group)]
-        self.modules = [resolve_layer(model, name) for name in names]
-        self.bands = [layer_bands(model, name) for name in names]
-        if any(b is None for b in self.bands):
-            if any(len(group) != 1 for group in self.groups):
-                raise ValueError("without model.mel_bands every fine layer group must be one layer")
-            self.bands = [None] * len(names)
-        else:
-            self.mel_bands = self.bands[0]
-            offset = 1
-            for group in self.groups:
-                spans = sorted(self.bands[offset : offset + len(group)])
-                offset += len(group)
-                edges = [self.mel_bands[0]] + [e for s, e in spans]
-                if [s for s, e in spans] != edges[:-1] or edges[-1] != self.mel_bands[1]:
-                    raise ValueError(
-                        f"fine layers {group} must tile the mel bands {self.mel_bands} of {layer!r}"
-                    )
+        names = [name for group in self.groups for name in group]
+        self.layers = [self.spec, *(self.model.layer(name) for name in names)]
+        self.modules = [lay.module for lay in self.layers]
+        top = self.spec.geometry
+        for group in self.groups:
+            spans = sorted(self.model.layer(name).geometry.rows for name in group)
+            edges = [top.rows[0]] + [e for _, e in spans]
+            if [s for s, _ in spans] != edges[:-1] or edges[-1] != top.rows[1]:
+                raise ValueError(
+                    f"fine layers {group} must tile the rows {top.rows} of {self.layer_name!r}"
+                )
+        finest = min((lay.geometry for lay in self.layers), key=lambda g: g.time.stride)
+        self.n_rows = self.model.front_end.n_mels
+        self.geometry = LayerGeometry(finest.time, Axis(1.0, 0.0), top.rows)
 
     def forward_with_activations(self, features):
         logits, acts = capture_layers(self.model, self.modules, features, requires_grad=True)
         return logits, tuple(acts)
 
-    def _assemble(self, maps: list[torch.Tensor], bands: list) -> torch.Tensor:
-        """Stack the maps of one group along frequency in mel-band order."""
-        if bands[0] is None:
-            return maps[0]
-        order = sorted(range(len(maps)), key=lambda i: bands[i][0])
-        for i in order:
-            start, stop = bands[i]
-            if maps[i].shape[-2] != stop - start:
-                raise ValueError(
-                    f"a map of {maps[i].shape[-2]} rows cannot cover mel bands [{start}, {stop})"
-                )
-        return torch.cat([maps[i] for i in order], dim=-2)
-
     def cam_image(self, activations, gradients, features, target) -> torch.Tensor:
         fine = FINE_MAPS[self.fine_method]
-        maps = [torch.relu(gradcam_map(activations[0], gradients[0]))]
+        finest = max(range(len(activations)), key=lambda i: activations[i].shape[-1])
+        centres = self.geometry.time.centres(activations[finest].shape[-1])
+
+        def placed(i: int, m: torch.Tensor) -> torch.Tensor:
+            return to_grid(m, self.layers[i].geometry, self.n_rows, centres)
+
+        maps = [placed(0, torch.relu(gradcam_map(activations[0], gradients[0])))]
         index = 1
-        for group in self.groups:
-            layer_maps = [
-                torch.relu(fine(activations[i], gradients[i]))
-                for i in range(index, index + len(group))
-            ]
-            maps.append(self._assemble(layer_maps, self.bands[index : index + len(group)]))
+        for group in self.groups:  # a group's layers see disjoint rows: their maps add up
+            maps.append(
+                sum(
+                    placed(i, torch.relu(fine(activations[i], gradients[i])))
+                    for i in range(index, index + len(group))
+                )
+            )
             index += len(group)
-        if len({m.shape[-2] for m in maps}) != 1:
-            raise ValueError(f"layer maps cover different rows: {[m.shape[-2] for m in maps]}")
-        frames = max(m.shape[-1] for m in maps)
         normed = []
         for i, m in enumerate(maps):
-            m = upsample_time(m, frames)
             peak = m.flatten(1).amax(dim=1)[:, None, None]
             m = m / peak.clamp_min(torch.finfo(m.dtype).tiny)
             if i > 0:  # a fine map with no location leaves the product unchanged

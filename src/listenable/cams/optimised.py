@@ -15,8 +15,9 @@ runner-up on the masked clip, ``M(z)`` the very mask the listenable output gets 
 on the STFT grid through the mel geometry, min-max normalised, the explainer's percentile
 and slope; floor bins stay out), differentiated with a gentler slope (straight-through:
 the forward pass uses the real mask). The masked clip's features come from the masked
-power spectrum ``M² |X|²`` (:meth:`~listenable.features.LogMelDeltas.from_power`), the
-inverse STFT left out (it changes the features of a smooth mask very little).
+power spectrum ``M² |X|²`` where the front end shares the listening STFT (the inverse STFT
+left out: it changes the features of a smooth mask very little), else from the inverse STFT
+of the masked spectrum (:meth:`~listenable.models.Explainable.masked_inputs`).
 
 A clip stops as soon as its gap reaches ``margin`` (most clips: before the first step, so
 their map is the multi-scale one), or after ``steps``. The step is normalised per clip by
@@ -35,9 +36,9 @@ scenes the binarised masks agreed with float32 on 99.7 % of the bins for one and
 75–82 % for the other two; every listenable output kept its decision.
 
 Shapes:
-    features   (batch, 6, n_mels, frames)
-    spectrum   (batch, 2, freq_bins, stft_frames)   complex, what the features came from
-    heatmap    (batch, n_mels, frames / 4)          the multi-scale grid
+    inputs     what the module takes
+    spectrum   (batch, channels, freq_bins, stft_frames)   complex, the listening STFT
+    heatmap    (batch, n_mels, cells)                        the multi-scale grid
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ from torch import nn
 
 from listenable.cams.base import CAM, CAMResult, frozen_parameters
 from listenable.cams.multiscale import MultiScaleCAM
-from listenable.features import LogMelDeltas
-from listenable.mapping import SpectrogramMapping
 from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, MODES, percentile
 
 __all__ = ["OptimisedMask"]
@@ -63,8 +62,8 @@ class OptimisedMask(CAM):
 
     Args:
         model, layer: as every CAM; ``layer`` is the multi-scale method's top layer.
-        features: the explainer's front end (its STFT geometry and mel filterbank);
-            :class:`~listenable.explain.Explainer` passes its own.
+        projection: the explainer's :class:`~listenable.projection.Projection` (front end
+            and listening STFT); :class:`~listenable.explain.Explainer` passes its own.
         percentile, delta, mode: the mask the listenable output gets (the explainer
             passes its own).
         steps: most edit steps per clip (each one forward and one backward pass).
@@ -74,8 +73,8 @@ class OptimisedMask(CAM):
         soft_slope: the sigmoid slope the gradient is taken with.
         multiscale_options: more options of :class:`MultiScaleCAM`.
 
-    Call it with the spectrum the features came from:
-    ``OptimisedMask(model)(features, target, spectrum=spectrum)``; an
+    Call it with the listening spectrum and the clip length:
+    ``OptimisedMask(model)(inputs, target, spectrum=spectrum, length=samples)``; an
     :class:`~listenable.explain.Explainer` does.
     """
 
@@ -85,9 +84,9 @@ class OptimisedMask(CAM):
     def __init__(
         self,
         model: nn.Module,
-        layer: str = "fusion",
+        layer: str | None = None,
         *,
-        features: LogMelDeltas | None = None,
+        projection=None,
         percentile: float = DEFAULT_PERCENTILE,
         delta: float = DEFAULT_DELTA,
         mode: str = "sigmoid",
@@ -107,9 +106,12 @@ class OptimisedMask(CAM):
         if mode not in MODES:
             raise ValueError(f"unknown mask mode {mode!r}; choose from {MODES}")
         self.start = MultiScaleCAM(model, layer, fill=fill, **(multiscale_options or {}))
-        self.mel_bands = self.start.mel_bands
-        self.features = features or LogMelDeltas()
-        self.mapping = SpectrogramMapping(self.features)
+        self.geometry = self.start.geometry
+        if projection is None:
+            from listenable.projection import Projection
+
+            projection = Projection(self.model.front_end, self.model.listening)
+        self.projection = projection
         self.percentile = float(percentile)
         self.slope = min(10.0**delta, 1e30)
         self.mode = mode
@@ -121,7 +123,7 @@ class OptimisedMask(CAM):
     def mask(self, z: torch.Tensor, frames: int) -> torch.Tensor:
         """The listenable output's mask ``(batch, bins, frames)`` of the map ``z``, with the
         gradient of a ``soft_slope`` sigmoid (straight-through)."""
-        grid = self.mapping(z, frames, self.mel_bands)
+        grid = self.projection(z, self.geometry, frames)
         flat = grid.detach().flatten(1)
         low = flat.amin(dim=1)[:, None, None]
         span = (flat.amax(dim=1)[:, None, None] - low).clamp_min(1e-12)
@@ -137,28 +139,36 @@ class OptimisedMask(CAM):
         soft = torch.sigmoid(self.soft_slope * (normed - theta))
         return (soft + (real - soft).detach()).masked_fill(floor, 0.0)
 
-    def gap(self, z: torch.Tensor, power: torch.Tensor, target, like: torch.Tensor):
+    def gap(self, z: torch.Tensor, spectrum: torch.Tensor, length: int, target, like):
         """The explained class's logit lead over the runner-up on the masked clips."""
-        mask = self.mask(z, power.shape[-1])
-        with torch.autocast(power.device.type, enabled=False):
-            feats = self.features.from_power(power * mask.square()[:, None])
-        if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        mask = self.mask(z, spectrum.shape[-1])
+        with torch.autocast(spectrum.device.type, enabled=False):
+            feats = self.model.masked_inputs(spectrum, mask, length)
+        if (
+            feats.ndim == 4
+            and like.is_contiguous(memory_format=torch.channels_last)
+            and not like.is_contiguous()
+        ):
             feats = feats.contiguous(memory_format=torch.channels_last)
         logits = self.model(feats).float()
         lead = logits.gather(1, target[:, None])[:, 0]
         runner_up = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
         return lead - runner_up
 
-    def __call__(self, features: torch.Tensor, target=None, *, spectrum=None) -> CAMResult:
+    def __call__(
+        self, features: torch.Tensor, target=None, *, spectrum=None, length: int | None = None
+    ) -> CAMResult:
         if spectrum is None:
             raise ValueError(
-                "the optimised mask needs the spectrum the features came from: call it as "
-                "method(features, target, spectrum=spectrum), or through an Explainer"
+                "the optimised mask needs the listening spectrum of the clip: call it as "
+                "method(inputs, target, spectrum=spectrum, length=samples), or through an "
+                "Explainer"
             )
+        if length is None:
+            length = (spectrum.shape[-1] - 1) * self.projection.listening.hop_length
         start = self.start(features, target)
         z = start.heatmap.float()
         z = z / z.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
-        power = (spectrum.real.square() + spectrum.imag.square()).float()
         active = z.flatten(1).amax(dim=1) > 0  # an all-zero map has nothing to edit
         taken = torch.zeros(len(z), dtype=torch.long, device=z.device)
         with frozen_parameters(self.model), torch.enable_grad():
@@ -166,7 +176,7 @@ class OptimisedMask(CAM):
                 if not bool(active.any()):
                     break
                 z = z.detach().requires_grad_(True)
-                gap = self.gap(z, power, start.target, features)
+                gap = self.gap(z, spectrum, length, start.target, features)
                 active = active & (gap.detach() < self.margin)
                 if step == self.steps or not bool(active.any()):
                     break
@@ -176,4 +186,6 @@ class OptimisedMask(CAM):
                 z = (z.detach() - self.step_size * move).clamp_(0.0, 1.0)
                 taken += active.long()
         log.debug("optimised mask: edit steps per clip %s", taken.tolist())
-        return CAMResult(heatmap=z.detach(), logits=start.logits, target=start.target)
+        return CAMResult(
+            heatmap=z.detach(), logits=start.logits, target=start.target, geometry=self.geometry
+        )

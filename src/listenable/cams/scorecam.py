@@ -1,14 +1,14 @@
 """Score-CAM (Wang et al. 2020): weight each channel by how much its own map, used as a mask
 on the input, raises the target class's score. No gradients.
 
-Each channel's activation map is put onto the feature grid with the geometry of
-:mod:`listenable.mapping`: its rows are the mel bands the layer covers (rows outside them get
-mask 0), its frames are centred on feature frames ``stride·i`` with linear interpolation in
+Each channel's activation map is put onto the feature grid through the layer's derived
+geometry (:func:`listenable.projection.to_grid`): rows outside the ones the layer sees get
+mask 0, its cells are centred on their feature frames with linear interpolation in
 between. Normalised to [0, 1], it masks the features by interpolating toward each clip's
 per-channel minimum (:func:`~listenable.cams.base.feature_floor`):
 ``x_k = floor + m_k (x − floor)``.
 
-Shapes:
+Shapes (features canonical, whatever the model's layout):
     features     (batch, channels, n_mels, frames)
     activations  (batch, K, layer_rows, cam_frames)
     masks        (rows, 1, n_mels, frames)        a chunk of (clip, channel) pairs
@@ -19,8 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from listenable.cams.base import CAM, feature_floor, place_bands, upsample_time
+from listenable.cams.base import CAM, feature_floor
 from listenable.cams.gradcam import weighted_sum
+from listenable.geometry import LayerGeometry
+from listenable.projection import to_grid
 
 __all__ = ["ScoreCAM", "channel_masks"]
 
@@ -29,22 +31,26 @@ WEIGHTINGS = ("increase", "softmax")
 
 def channel_masks(
     activations: torch.Tensor,
-    bands: tuple[int, int] | None,
+    geometry: LayerGeometry,
     n_mels: int,
     frames: int,
     eps: float = 1e-12,
 ) -> torch.Tensor:
-    """``(n, layer_rows, cam_frames)`` maps → ``(n, n_mels, frames)`` masks in [0, 1].
+    """``(n, layer_rows, cells)`` maps → ``(n, n_mels, frames)`` masks in [0, 1].
 
-    Up-sampled in time to the feature frames, min-max normalised over the layer's own rows
-    (a flat map gives an all-zero mask), then placed on the mel bands ``bands``.
+    Placed on the feature grid through ``geometry`` (rows the layer does not see get 0),
+    min-max normalised over the rows the layer sees (a flat map gives an all-zero mask).
     """
-    up = upsample_time(activations, frames)
-    flat = up.flatten(1)
-    low = flat.amin(dim=1)[:, None, None]
-    span = (flat.amax(dim=1) - flat.amin(dim=1))[:, None, None]
+    centres = torch.arange(frames, dtype=torch.float64)
+    up = to_grid(activations, geometry, n_mels, centres)
+    start, stop = geometry.rows
+    inside = up[:, start:stop].flatten(1)
+    low = inside.amin(dim=1)[:, None, None]
+    span = (inside.amax(dim=1) - inside.amin(dim=1))[:, None, None]
     normed = torch.where(span > eps, (up - low) / span.clamp_min(eps), 0.0)
-    return place_bands(normed, bands, n_mels)
+    normed[:, :start] = 0.0
+    normed[:, stop:] = 0.0
+    return normed
 
 
 class ScoreCAM(CAM):
@@ -65,12 +71,17 @@ class ScoreCAM(CAM):
     def __init__(
         self,
         model: nn.Module,
-        layer: str = "fusion",
+        layer: str | None = None,
         *,
         batch_size: int = 32,
         weighting: str = "increase",
     ) -> None:
         super().__init__(model, layer)
+        if self.model.input != "features":
+            raise ValueError(
+                f"Score-CAM masks the model's features, and {self.model.name} takes the "
+                "waveform: use gradcam, hirescam or another gradient method"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if weighting not in WEIGHTINGS:
@@ -80,10 +91,12 @@ class ScoreCAM(CAM):
 
     def _score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.weighting == "increase":
-            logits = torch.softmax(logits.float(), dim=1)
+            logits = self.model.probabilities(logits)
         return logits.gather(1, target[:, None])[:, 0].float()
 
     def cam_image(self, activations, gradients, features, target) -> torch.Tensor:
+        fe = self.model.front_end
+        features = fe.to_canonical(features)
         batch, channels = activations.shape[:2]
         n_mels, frames = features.shape[-2:]
         floor = feature_floor(features)
@@ -93,12 +106,12 @@ class ScoreCAM(CAM):
             rows = torch.arange(start, min(start + self.batch_size, batch * channels))
             clip = (rows // channels).to(features.device)
             channel = (rows % channels).to(features.device)
-            masks = channel_masks(activations[clip, channel], self.mel_bands, n_mels, frames)
+            masks = channel_masks(activations[clip, channel], self.geometry, n_mels, frames)
             masked = floor[clip] + masks[:, None].to(features.dtype) * span[clip]
-            scores.append(self._score(self.model(masked), target[clip]))
+            scores.append(self._score(self.model(fe.to_layout(masked)), target[clip]))
         scores = torch.cat(scores).view(batch, channels)
         if self.weighting == "increase":
-            base = self._score(self.model(floor.expand_as(features)), target)
+            base = self._score(self.model(fe.to_layout(floor.expand_as(features))), target)
             weights = scores - base[:, None]
         else:
             weights = torch.softmax(scores, dim=1)

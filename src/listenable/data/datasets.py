@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from listenable.errors import DatasetError
-from listenable.io import load_audio
+from listenable.io import load_audio, load_for
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -65,6 +65,8 @@ class AudioDataset(Dataset):
         *,
         rejected: Sequence[tuple[str, str]] = (),
     ) -> None:
+        #: the front end clips are loaded for (rate, channels); ``None``: 48 kHz stereo
+        self.front_end = None
         self.items: list[tuple[Path, int]] = [(Path(p), int(label)) for p, label in items]
         self.class_names: list[str] = list(class_names)
         self.root = Path(root)
@@ -90,7 +92,10 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         path, label = self.items[index]
-        wave, _notes = load_audio(path)
+        if self.front_end is not None:
+            wave, _notes = load_for(path, self.front_end)
+        else:
+            wave, _notes = load_audio(path)
         return wave, label, str(path)
 
     def __repr__(self) -> str:

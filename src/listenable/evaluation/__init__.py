@@ -28,12 +28,11 @@ from listenable.evaluation.metrics import (
     pipeline_probabilities,
     sparseness,
 )
-from listenable.evaluation.run import METRICS, add_parser, evaluate
+from listenable.evaluation.run import METRICS, evaluate
 from listenable.evaluation.sanity import cascading_randomisation, spearman, ssim
 
 __all__ = [
     "evaluate",
-    "add_parser",
     "METRICS",
     "average_increase",
     "average_drop",

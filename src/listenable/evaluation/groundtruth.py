@@ -173,13 +173,19 @@ def annotated_frames(
 
 
 def scene_truth(
-    root: str | os.PathLike, filename: str, features, *, length: int | None = None
+    root: str | os.PathLike,
+    filename: str,
+    features,
+    *,
+    length: int | None = None,
+    channels: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ground truth of clip ``filename`` (``audio/...wav``) of the synthetic data set in
     ``root``, rendered again: the complex STFT ``(1, 2, bins, frames)`` of its signature
-    events' audio (with the STFT of ``features``, a
-    :class:`~listenable.features.LogMelDeltas`, on its device) and their annotated frames
-    ``(1, frames)`` bool.
+    events' audio (with ``features``, the listening :class:`~listenable.frontends.STFT`, on
+    its device) and their annotated frames
+    ``(1, frames)`` bool. The events are resampled and mixed down as the clip was for the
+    model (its rate, ``channels``).
 
     Raises :class:`~listenable.errors.DatasetError` when the clip is not in the data set, or
     its sample rate / length (``length`` samples, when given) differ from the audio the
@@ -189,18 +195,20 @@ def scene_truth(
     from listenable.errors import DatasetError
 
     clip = render_scene_file(root, filename)
+    audio = np.asarray(clip.event_audio, dtype=np.float32)
+    if channels == 1 and audio.shape[0] == 2:
+        audio = audio.mean(axis=0, keepdims=True)
     if clip.sample_rate != features.sample_rate:
-        raise DatasetError(
-            f"{filename}: rendered at {clip.sample_rate} Hz, the model reads "
-            f"{features.sample_rate} Hz"
-        )
-    audio = np.ascontiguousarray(clip.event_audio, dtype=np.float32)
+        import soxr
+
+        audio = soxr.resample(audio.T, clip.sample_rate, features.sample_rate, quality="HQ").T
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
     if length is not None and audio.shape[-1] != length:
         raise DatasetError(
             f"{filename}: rendered events have {audio.shape[-1]} samples, the clip {length}"
         )
     wave = torch.from_numpy(audio)[None].to(features.window.device)
-    spectrum = features.stft(wave)
+    spectrum = features(wave)
     frames = annotated_frames(
         clip.events, spectrum.shape[-1], features.hop_length, features.sample_rate
     )

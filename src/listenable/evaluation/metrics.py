@@ -142,12 +142,13 @@ def complexity(mask: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
 # --------------------------------------------------------------------------- re-running
 
 
-def model_probabilities(explainer, features: torch.Tensor) -> torch.Tensor:
-    """Softmax ``(batch, n_classes)`` float32 of ``explainer.model`` on ``features``, in the
-    explainer's memory format and precision (``model_input``, ``autocast``)."""
+def model_probabilities(explainer, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's probabilities ``(batch, n_classes)`` float32 (its softmax or sigmoid) on
+    its ``inputs``, in the explainer's memory format and precision (``model_input``,
+    ``autocast``)."""
     with torch.no_grad(), explainer.autocast():
-        logits = explainer.model(explainer.model_input(features))
-    return torch.softmax(logits.float(), dim=1)
+        logits = explainer.model(explainer.model_input(inputs))
+    return explainer.model.probabilities(logits)
 
 
 @torch.no_grad()
@@ -155,17 +156,16 @@ def pipeline_probabilities(
     explainer, spectra: torch.Tensor, length: int, *, batch_size: int = 8
 ) -> torch.Tensor:
     """Invert ``spectra (n, channels, bins, frames)`` to ``length`` samples and run the whole
-    pipeline again (STFT → features → model): softmax ``(n, n_classes)``, float32.
+    pipeline again (front end → model): probabilities ``(n, n_classes)``, float32.
 
-    ``explainer`` is a :class:`listenable.explain.Explainer` (its ``features``, ``model``,
-    ``model_input`` and ``autocast`` are used); the forward runs in chunks of
+    ``explainer`` is a :class:`listenable.explain.Explainer` (its ``listening`` STFT,
+    ``model``, ``model_input`` and ``autocast`` are used); the forward runs in chunks of
     ``batch_size``.
     """
-    features = explainer.features
     out = []
     for chunk in spectra.split(max(1, int(batch_size))):
-        wave = features.istft(chunk, length)
-        out.append(model_probabilities(explainer, features(wave)))
+        wave = explainer.listening.istft(chunk, length)
+        out.append(model_probabilities(explainer, explainer.model.inputs(wave)))
     return torch.cat(out)
 
 
@@ -180,7 +180,7 @@ def masked_probabilities(
     """``(p(M⊙x), p((1−M)⊙x))``, each ``(batch, n_classes)``, from one batched re-run.
 
     Args:
-        explainer: the :class:`~listenable.explain.Explainer` (features + model).
+        explainer: the :class:`~listenable.explain.Explainer` (front end + model).
         spectrum: complex STFT of the clips ``(batch, channels, bins, frames)``.
         mask: ``(batch, bins, frames)`` in [0, 1], shared by the channels.
         length: samples of the clips (for the inverse STFT).

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,7 +61,7 @@ from listenable.evaluation.metrics import (
 )
 from listenable.evaluation.sanity import cascading_randomisation, randomisation_stages
 
-__all__ = ["evaluate", "METRICS", "DIRECTIONS", "COSTLY_FOR_SANITY", "markdown_table", "add_parser"]
+__all__ = ["evaluate", "METRICS", "DIRECTIONS", "COSTLY_FOR_SANITY", "TARGETS", "markdown_table"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +153,7 @@ def evaluate(
     dataset_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    model=None,
     checkpoint: str | os.PathLike | None = None,
     split: str = "evaluate",
     methods: Sequence[str] | str | None = None,
@@ -174,7 +174,9 @@ def evaluate(
         dataset_root: a data set :func:`listenable.data.open_dataset` reads (TAU tree,
             synthetic scenes, class folders, CSV).
         out_dir: where ``results.json``, ``results.md``, ``metrics.png``, ``sanity.png`` go.
-        checkpoint: safetensors checkpoint (default: the shipped model).
+        model: an :class:`~listenable.models.Explainable` or a ``--model`` spec
+            (:func:`listenable.models.spec.load_model`; default: the shipped model).
+        checkpoint: a safetensors checkpoint (the same as ``model=path``).
         split: the data split (TAU layout).
         methods: method names (default: every method of :data:`listenable.cams.METHODS`).
         max_clips: evaluate this many clips, spread evenly over the split (default all).
@@ -196,10 +198,11 @@ def evaluate(
         "timing": {...}, "errors": {name: message}}``; a metric is ``None`` where it could
         not be computed (ground truth without ``events.csv``).
     """
-    from listenable.checkpoint import features_for, load_checkpoint
     from listenable.data import open_dataset
     from listenable.explain import Explainer
     from listenable.masking import normalise
+    from listenable.models import Explainable
+    from listenable.models.spec import load_model
 
     started = time.perf_counter()
     if baseline not in BASELINES:
@@ -216,10 +219,13 @@ def evaluate(
     )
     root = Path(dataset_root)
     out = Path(out_dir)
-    model, meta = load_checkpoint(checkpoint, device=device)
-    features = features_for(meta).to(device)
-    class_names = list(meta["class_names"])
+    spec = model if model is not None else checkpoint
+    model = spec if isinstance(spec, Explainable) else load_model(spec, device=device)
+    model.n_classes  # noqa: B018 (names the classes of a model that has none)
+    class_names = list(model.class_names)
+    listening = model.listening
     dataset = open_dataset(root, split=split)
+    dataset.front_end = model.front_end.cpu()
     indices = _spread(len(dataset), max_clips)
     if not indices:
         raise DatasetError(f"{root}: no clips to evaluate in split {split!r}")
@@ -236,9 +242,7 @@ def evaluate(
     has_truth = (
         root.is_dir() and (root / "events.csv").is_file() and (root / "scenes.json").is_file()
     )
-    explainers = {
-        m: Explainer(model, method=m, features=features, class_names=class_names) for m in methods
-    }
+    explainers = {m: Explainer(model, method=m) for m in methods}
     generator = torch.Generator().manual_seed(seed)
 
     per_clip: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in methods}
@@ -256,9 +260,9 @@ def evaluate(
         t0 = time.perf_counter()
         waves = waves.to(device)
         length = waves.shape[-1]
-        spectrum = features.stft(waves)
+        spectrum = listening(waves)
         with torch.no_grad():
-            probs_x = model_probabilities(_any(explainers), features.from_stft(spectrum))
+            probs_x = model_probabilities(_any(explainers), model.inputs(waves, spectrum))
         labels = torch.tensor(
             [label_map[dataset.items[i][1]] for i in batch_idx], device=probs_x.device
         )
@@ -280,7 +284,9 @@ def evaluate(
             truth = None
             if has_truth and int(labels[j]) == int(tgt[j]):
                 try:
-                    truth = gt.scene_truth(root, name, features, length=length)
+                    truth = gt.scene_truth(
+                        root, name, listening, length=length, channels=model.front_end.channels
+                    )
                 except DatasetError as exc:
                     log.warning("no ground truth for %s: %s", name, exc)
             events.append(truth)
@@ -311,6 +317,7 @@ def evaluate(
             try:
                 values = _measure(
                     explainers[method],
+                    waves,
                     spectrum,
                     length,
                     tgt,
@@ -360,7 +367,7 @@ def evaluate(
                 methods=sanity_list,
                 target=sanity_target,
                 seed=seed,
-                explainer_options={"features": features, "class_names": class_names},
+                explainer_options={},
                 progress=sanity_progress,
             )
             sanity = {
@@ -407,7 +414,7 @@ def evaluate(
         "settings": {
             "data": str(root),
             "split": split,
-            "checkpoint": str(checkpoint) if checkpoint is not None else "shipped",
+            "model": spec if isinstance(spec, str) else (model.name if spec else "shipped"),
             "clips": len(indices),
             "methods": methods,
             "target": target,
@@ -453,6 +460,7 @@ def _any(explainers: dict):
 
 def _measure(
     explainer,
+    waves,
     spectrum,
     length,
     tgt,
@@ -467,9 +475,9 @@ def _measure(
     normalise,
 ) -> dict[str, list[float]]:
     """Per-clip values of every metric for one method on one batch."""
-    heatmap, mask, _logits, _t, _empty = explainer.masks(spectrum, tgt.tolist())
+    result, mask, _empty = explainer.masks(spectrum, tgt.tolist(), waveforms=waves)
     with torch.no_grad():
-        grid = explainer.mapping(heatmap, spectrum.shape[-1], explainer.mel_bands)
+        grid = explainer.projection(result.heatmap, result.geometry, spectrum.shape[-1])
         attribution, _ = normalise(grid)
     p_m, p_inv = masked_probabilities(explainer, spectrum, mask, length, batch_size=batch_size)
     p_x = probs_x.gather(1, tgt[:, None])[:, 0]
@@ -644,69 +652,3 @@ def _sanity_figure(results: dict, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-
-
-def add_parser(subparsers) -> None:
-    """Add the ``evaluate`` sub-command to ``listenable``'s argument parser."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="measure explanations: faithfulness, deletion/insertion, sanity, ground truth",
-    )
-    p.add_argument("data", help="TAU tree, synthetic scenes, class folders or a CSV")
-    p.add_argument("--out", required=True, help="output folder (results.json, results.md, plots)")
-    p.add_argument("--checkpoint", help="safetensors checkpoint (default: the shipped model)")
-    p.add_argument("--split", default="evaluate")
-    p.add_argument("--methods", help="comma-separated methods (default: all)")
-    p.add_argument("--max-clips", type=int, help="evaluate this many clips, spread over the split")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
-    p.add_argument("--baseline", choices=BASELINES, default="zero", help="what removed bins become")
-    p.add_argument("--target", choices=TARGETS, default="predicted", help="class to explain")
-    p.add_argument(
-        "--sanity-clips", type=int, default=2, help="clips for the sanity check (0 = skip)"
-    )
-    p.add_argument(
-        "--sanity-methods", help="comma-separated (default: all but the multi-pass ones)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_evaluate)
-
-
-def cmd_evaluate(args) -> int:
-    from tqdm import tqdm
-
-    from listenable.cli import _device
-
-    bar = tqdm(desc="evaluate", unit="step", dynamic_ncols=True, file=sys.stderr, disable=None)
-
-    def progress(done, total):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    results = evaluate(
-        args.data,
-        args.out,
-        checkpoint=args.checkpoint,
-        split=args.split,
-        methods=args.methods,
-        max_clips=args.max_clips,
-        device=_device(args.device),
-        batch_size=args.batch_size,
-        steps=args.steps,
-        baseline=args.baseline,
-        target=args.target,
-        sanity_clips=args.sanity_clips,
-        sanity_methods=(
-            [m.strip() for m in args.sanity_methods.split(",") if m.strip()]
-            if args.sanity_methods
-            else None
-        ),
-        seed=args.seed,
-        progress=progress,
-    )
-    bar.close()
-    print(markdown_table(results), end="")
-    print(f"written to {args.out} in {results['timing']['total_s']:.0f} s")
-    return 1 if results["errors"] else 0

@@ -51,8 +51,10 @@ _MCDONNELL_GAO_STAGES = (
 )
 
 
-def randomisation_stages(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
-    """``[(stage name, (module names...)), ...]`` from the top of ``model`` down."""
+def randomisation_stages(model) -> list[tuple[str, tuple[str, ...]]]:
+    """``[(stage name, (module names...)), ...]`` from the top of ``model`` down (the
+    reference model's stages by name; any other model's children in reverse order)."""
+    model = getattr(model, "module", model)
     names = dict(model.named_modules())
     if all(m in names for _, mods in _MCDONNELL_GAO_STAGES for m in mods):
         return [(name, mods) for name, mods in _MCDONNELL_GAO_STAGES]
@@ -145,9 +147,10 @@ def _maps(model, method, waveforms, target, explainer_options) -> tuple[torch.Te
     from listenable.explain import Explainer
 
     explainer = Explainer(model, method=method, **explainer_options)
-    spectrum = explainer.features.stft(waveforms.to(explainer.device))
-    heatmap, _mask, _logits, target_idx, _empty = explainer.masks(spectrum, target)
-    return heatmap.detach(), target_idx
+    waveforms = waveforms.to(explainer.device)
+    spectrum = explainer.listening(waveforms)
+    result, _mask, _empty = explainer.masks(spectrum, target, waveforms=waveforms)
+    return result.heatmap.detach(), result.target
 
 
 def cascading_randomisation(
@@ -165,31 +168,31 @@ def cascading_randomisation(
 
     Args:
         model: the trained model (left untouched; a deep copy is randomised).
-        waveforms: ``(batch, 2, samples)`` clips, explained together.
+        waveforms: ``(batch, channels, samples)`` clips at the model's rate, explained
+            together.
         methods: attribution methods (names of :data:`listenable.cams.METHODS`).
         target: class per clip (index, name or list); ``None`` = the trained model's
             prediction, kept fixed for every stage.
         explainer_options: more :class:`~listenable.explain.Explainer` arguments
-            (``layer``, ``features``, ``method_options``, ...).
+            (``layer``, ``method_options``, ...).
         progress: ``progress(done, total)`` after each (stage, method).
 
     Returns:
         ``{method: [{"stage": name, "spearman": float, "ssim": float}, ...]}``, one entry per
         stage in the order randomised (cumulative), values averaged over the clips.
     """
-    options = dict(explainer_options or {})
-    if "features" not in options:  # build the filterbank once, not once per stage
-        from listenable.features import LogMelDeltas
+    from listenable.models import as_explainable
 
-        options["features"] = LogMelDeltas()
+    model = as_explainable(model)
+    options = dict(explainer_options or {})
     stages = randomisation_stages(model) if stages is None else stages
     reference: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for method in methods:
         reference[method] = _maps(model, method, waveforms, target, options)
     total, done = len(stages) * len(methods), 0
     results: dict[str, list[dict]] = {m: [] for m in methods}
-    randomised = copy.deepcopy(model).eval()
-    modules = dict(randomised.named_modules())
+    randomised = copy.deepcopy(model).eval()  # with its layers' geometry: it does not change
+    modules = dict(randomised.module.named_modules())
     for index, (stage, names) in enumerate(stages):
         for name in names:
             _reinitialise(modules[name], seed + index)

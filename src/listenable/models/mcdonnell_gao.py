@@ -15,18 +15,17 @@ as their Keras model counts.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["McDonnellGao", "TIME_STRIDE"]
+__all__ = ["McDonnellGao", "explainable", "FINE_LAYERS"]
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # PyTorch convention (Keras momentum 0.99)
-#: Time down-sampling of the fused top map: four stride-2 steps.
-TIME_STRIDE = 16
+#: The multi-scale method's layer groups: stage 3 (time stride 8) and stage 2 (stride 4) of
+#: both band paths; each group tiles the 128 mel bands.
+FINE_LAYERS = (("low.stage3", "high.stage3"), ("low.stage2", "high.stage2"))
 
 
 def _bn(channels: int, affine: bool = False) -> nn.BatchNorm2d:
@@ -132,21 +131,19 @@ class McDonnellGao(nn.Module):
         )
         return self.head(fused).mean(dim=(2, 3))
 
-    def mel_bands(self, layer: str) -> tuple[int, int]:
-        """The mel-band range ``[start, stop)`` that a layer's frequency axis covers."""
-        if layer == "low" or layer.startswith("low."):
-            return 0, self.split
-        if layer == "high" or layer.startswith("high."):
-            return self.split, self.n_mels
-        return 0, self.n_mels
 
-    @staticmethod
-    def time_frames(feature_frames: int, stride: int = TIME_STRIDE) -> int:
-        """Frames of a map ``stride`` times coarser in time (``ceil`` at every halving)."""
-        frames = feature_frames
-        for _ in range(int(math.log2(stride))):
-            frames = (frames + 1) // 2
-        return frames
+def explainable(model: McDonnellGao, front_end=None, **options):
+    """The reference model as an :class:`~listenable.models.Explainable`: its features
+    (:meth:`FrontEnd.preset("mcdonnell_gao") <listenable.frontends.FrontEnd.preset>` unless
+    a checkpoint says otherwise), softmax scores, the ``fusion`` layer by default and the
+    band-path layers the multi-scale method reads. The geometry of every layer (the band
+    paths' halves of the mel axis, the time strides) is derived from the network."""
+    from listenable.frontends import FrontEnd
+    from listenable.models.explainable import Explainable
+
+    front_end = front_end or FrontEnd.preset("mcdonnell_gao", n_mels=model.n_mels)
+    options = {"layer": "fusion", "fine_layers": FINE_LAYERS, "name": "mcdonnell_gao"} | options
+    return Explainable(model, front_end, activation="softmax", **options)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

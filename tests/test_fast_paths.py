@@ -10,6 +10,7 @@ import torch
 from listenable.explain import Explainer
 from listenable.frontends import FrontEnd
 from listenable.geometry import Axis, LayerGeometry
+from listenable.masking import binarise, heatmap_to_mask, kth_smallest, normalise, percentile
 from listenable.projection import Projection
 
 #: the reference model's ``fusion`` layer: cell i on feature frame 16 i, one row per mel band
@@ -19,9 +20,6 @@ FUSION = LayerGeometry(Axis(16.0, 0.0), Axis(1.0, 0.0), (0, 128))
 def _projection():
     fe = FrontEnd.preset("mcdonnell_gao")
     return Projection(fe, fe.listening_stft())
-
-
-from listenable.masking import binarise, heatmap_to_mask, kth_smallest, normalise, percentile
 
 
 def _rows(rng, kind: str, n: int = 120_000) -> torch.Tensor:

@@ -31,7 +31,6 @@ from listenable.cams import (
 from listenable.cams.base import capture_layers, feature_floor, frozen_parameters
 from listenable.cams.eigencam import principal_projection
 from listenable.cams.scorecam import channel_masks
-from listenable.frontends import FrontEnd
 from listenable.geometry import Axis, Layer, LayerGeometry, feature_geometry
 from listenable.projection import Projection
 from tests.conftest import explainable, scene_like

@@ -9,7 +9,6 @@ from listenable.data.scenes import render_clip
 from listenable.explain import Explainer
 from listenable.frontends import FrontEnd
 from listenable.masking import heatmap_to_mask
-from listenable.models import as_explainable
 from listenable.projection import Projection
 
 

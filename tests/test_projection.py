@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from listenable.frontends import FrontEnd
-from listenable.geometry import Axis, LayerGeometry
-from listenable.models import Explainable, McDonnellGao, as_explainable
-from listenable.projection import Projection, interpolation
 
 # ---- the reference mapping before the redesign (src/listenable/mapping.py at bb3b1b4) ----
 from listenable.frontends.filterbanks import hz_to_mel, mel_to_hz
+from listenable.geometry import Axis, LayerGeometry
+from listenable.models import Explainable, McDonnellGao, as_explainable
+from listenable.projection import Projection, interpolation
 
 
 def old_frequency_matrix(filterbank, sample_rate, fmin, fmax):

@@ -4,6 +4,7 @@ import torch
 
 from listenable import explain
 from listenable.errors import AudioError
+from listenable.frontends import FrontEnd
 
 
 def test_explanation_fields(model10, clip):
@@ -27,10 +28,8 @@ def test_listenable_plus_residual_is_input(model10, clip):
 
 def test_listenable_is_the_masked_stft(model10, clip):
     """The listenable audio's STFT equals mask ⊙ STFT(x) (up to the ISTFT consistency)."""
-    from listenable.features import LogMelDeltas
-
     e = explain(torch.from_numpy(clip), model10, mode="hard")
-    feats = LogMelDeltas()
+    feats = FrontEnd.preset("mcdonnell_gao").listening_stft()
     spec = feats.stft(torch.from_numpy(clip)[None])[0]
     kept = e.mask > 0.5
     out = feats.stft(e.listenable[None])[0]

@@ -16,10 +16,11 @@ from hypothesis.extra.numpy import arrays
 
 from listenable.errors import AudioError
 from listenable.explain import explain
-from listenable.features import LogMelDeltas
+from listenable.frontends import FrontEnd
+from listenable.geometry import Axis, LayerGeometry
 from listenable.io import MAX_PEAK, MIN_SAMPLES, SAMPLE_RATE
-from listenable.mapping import SpectrogramMapping
 from listenable.masking import MODES, binarise, normalise
+from listenable.projection import Projection
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEWER = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -152,8 +153,15 @@ def test_any_finite_amplitude_is_explained_or_refused(model10, kind, exponent, s
 
 # --------------------------------------------------------------------------- mapping
 
-FEATURES = LogMelDeltas()
-MAPPING = SpectrogramMapping(FEATURES)
+FEATURES = FrontEnd.preset("mcdonnell_gao")
+PROJECTION = Projection(FEATURES, FEATURES.listening_stft())
+
+
+def MAPPING(heatmap, frames, bands=(0, 128), halvings=4):  # noqa: N802
+    """The reference model's geometry for a layer of ``halvings`` stride-2 steps on
+    ``bands`` (a band path's layer: 64 rows from its first band)."""
+    geometry = LayerGeometry(Axis(2.0**halvings, 0.0), Axis(1.0, float(bands[0])), bands)
+    return PROJECTION(heatmap, geometry, frames)
 
 
 def _cam_frames(frames: int, halvings: int = 4) -> int:
@@ -194,7 +202,7 @@ def test_mapping_keeps_frequency_order(geometry, cells):
     seed, kind, scale = cells
     steps = np.abs(_cells(seed, (128, _cam_frames(frames, halvings)), kind, scale))
     heatmap = torch.from_numpy(np.cumsum(steps, axis=0))[None]  # non-decreasing along mel
-    grid = MAPPING(heatmap, frames)[0]
+    grid = MAPPING(heatmap, frames, halvings=halvings)[0]
     assert grid.shape == (FEATURES.n_fft // 2 + 1, frames)
     tol = 1e-12 * float(heatmap.abs().max())
     assert (grid.diff(dim=0) >= -tol).all()
@@ -207,7 +215,7 @@ def test_mapping_keeps_time_order(geometry, cells):
     seed, kind, scale = cells
     steps = np.abs(_cells(seed, (128, _cam_frames(frames, halvings)), kind, scale))
     heatmap = torch.from_numpy(np.cumsum(steps, axis=1))[None]  # non-decreasing in time
-    grid = MAPPING(heatmap, frames)[0]
+    grid = MAPPING(heatmap, frames, halvings=halvings)[0]
     tol = 1e-12 * float(heatmap.abs().max())
     assert (grid.diff(dim=1) >= -tol).all()
 
@@ -220,7 +228,7 @@ def test_mapping_is_convex(geometry, cells, bands):
     frames, halvings = geometry
     seed, kind, scale = cells
     heatmap = _cells(seed, (bands[1] - bands[0], _cam_frames(frames, halvings)), kind, scale)
-    grid = MAPPING(torch.from_numpy(heatmap)[None], frames, bands)
+    grid = MAPPING(torch.from_numpy(heatmap)[None], frames, bands, halvings)
     low, high = heatmap.min(), heatmap.max()
     if bands != (0, 128):
         low, high = min(low, 0.0), max(high, 0.0)

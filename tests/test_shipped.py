@@ -4,7 +4,7 @@ import torch
 
 from listenable import load_checkpoint
 from listenable.data.scenes import CLASSES, render_clip
-from listenable.features import LogMelDeltas
+from listenable.frontends import FrontEnd
 from listenable.models import count_parameters
 
 
@@ -25,5 +25,5 @@ def test_shipped_model_classifies_unseen_scenes():
     model, _ = load_checkpoint()
     waves = torch.stack([torch.from_numpy(render_clip(4242, c, 0).mixture) for c in range(10)])
     with torch.no_grad():
-        predicted = model(LogMelDeltas()(waves)).argmax(dim=1)
+        predicted = model(FrontEnd.preset("mcdonnell_gao")(waves)).argmax(dim=1)
     assert int((predicted == torch.arange(10)).sum()) >= 8

@@ -47,7 +47,7 @@ class MultiScaleCAM(CAM):
        are signed: a negative activation with a negative gradient counts as evidence,
        where LayerCAM's ``ReLU(∂y_c/∂A_k) ⊙ A_k`` counts it against (``fine_method=
        "layercam"`` selects it, ``"gradcam"`` the per-channel weights).
-    3. Every map is up-sampled in time to the finest grid with :mod:`listenable.mapping`'s
+    3. Every map is up-sampled in time to the finest grid with the layers' derived
        centre alignment (frame ``i`` of a stride-``s`` map sits on fine frame ``s·i / s_fine``),
        normalised per clip by its maximum, and the maps are combined by their element-wise
        geometric mean ``P = (M_top · M_8 · M_4)^(1/3)``.

@@ -160,3 +160,29 @@ def test_sigkill_at_random_moments_then_resume(tree, tmp_path, checkpoint):
                 json.loads(path.read_text())
     assert not list(out.rglob(".*.tmp-*"))
     torch.manual_seed(0)
+
+
+def test_mask_profile_says_where_in_hertz_the_mask_keeps():
+    """A mask that keeps only 1–2 kHz: the profile is 1 in the bands inside that range and
+    0 in the bands outside it; a class's profile is the mean of its clips'."""
+    from listenable.analyze import _profile_edges, class_profiles, mask_profile
+    from listenable.frontends import STFT
+
+    stft = STFT(16_000, 512, 256)
+    freqs = stft.frequencies()
+    mask = ((freqs >= 1000) & (freqs <= 2000)).float()[:, None].expand(-1, 10)
+    profile = mask_profile(mask, stft)
+    for (lo, hi), value in zip(_profile_edges(16_000), profile):
+        if lo >= 1000 and hi <= 2000:
+            assert value == 1.0
+        elif hi < 1000 or lo > 2000:
+            assert value == 0.0
+    rows = [
+        {"status": "ok", "predicted": "bus", "mask_profile": profile},
+        {"status": "ok", "predicted": "bus", "mask_profile": [0.0] * len(profile)},
+        {"status": "error", "predicted": None, "mask_profile": None},
+    ]
+    out = class_profiles(rows, ["bus"], 16_000)
+    assert out["bus"]["clips"] == 2
+    assert out["bus"]["mean_mask"] == [round(v / 2, 4) for v in profile]
+    assert len(out["bus"]["frequencies_hz"]) == len(profile)

@@ -190,6 +190,14 @@ def analyze(
         method_options=cfg.method_options,
     )
     class_names = list(explainer.class_names)
+    listening = explainer.listening.settings
+    meta = {
+        **meta,
+        "sample_rate": listening["sample_rate"],
+        "stft": {"n_fft": listening["n_fft"], "hop_length": listening["hop_length"]},
+        "model": explainer.model.describe(),
+        "class_names": class_names,
+    }
     loader = DataLoader(
         _Clips(todo, explainer.front_end.cpu()),
         batch_size=cfg.batch_size,
@@ -230,7 +238,7 @@ def analyze(
                 )
     elapsed = time.perf_counter() - t0
     if world > 1:
-        return {"processed": processed, "seconds": elapsed}
+        return {"processed": processed, "seconds": elapsed, "meta": meta}
     return finish(out, ids, class_names, cfg, meta, processed, elapsed)
 
 
@@ -282,6 +290,10 @@ def finish(
     for extra in out.glob("manifest.rank*.jsonl"):
         extra.unlink()
     summary = summarise(rows.values(), class_names, cfg, meta)
+    rate = meta.get("sample_rate")
+    summary["class_profiles"] = class_profiles(rows.values(), class_names, rate)
+    if meta.get("stft"):
+        summary["stft"] = meta["stft"]
     summary["clips_per_s"] = processed / elapsed if processed and elapsed > 0 else None
     summary["processed_this_run"] = processed
     write_json(out / "summary.json", summary)
@@ -322,6 +334,7 @@ def summarise(rows, class_names: list[str], cfg: AnalyzeConfig, meta: dict) -> d
         "totals": totals,
         "settings": asdict(cfg),
         "checkpoint": meta.get("checkpoint_path"),
+        "model": meta.get("model"),
     }
 
 
@@ -407,6 +420,7 @@ def _process_batch(
                 {
                     "clip_id": ids[index],
                     "path": str(paths[index]),
+                    "mask_profile": mask_profile(one.mask, explainer.listening),
                     "label": label,
                     "predicted": record["predicted"],
                     "confidence": record["confidence"],
@@ -425,6 +439,64 @@ def _process_batch(
     order = {ids[i]: k for k, (i, *_rest) in enumerate(batch)}  # O(1) per row, not ids.index
     rows.sort(key=lambda r: order.get(r["clip_id"], 0))
     return rows
+
+
+#: Bands of the per-clip mask profile: log-spaced from 50 Hz to Nyquist (and 0–50 Hz).
+PROFILE_BANDS = 32
+
+
+def profile_frequencies(sample_rate: int) -> list[float]:
+    """Centre frequencies (Hz) of the :data:`PROFILE_BANDS` bands of a mask profile."""
+    edges = _profile_edges(sample_rate)
+    return [round(float((lo * hi) ** 0.5 if lo > 0 else hi / 2), 1) for lo, hi in edges]
+
+
+def _profile_edges(sample_rate: int) -> list[tuple[float, float]]:
+    import numpy as np
+
+    top = np.geomspace(50.0, sample_rate / 2, PROFILE_BANDS)
+    return [(0.0, 50.0)] + list(zip(top[:-1], top[1:]))
+
+
+def mask_profile(mask: torch.Tensor, stft) -> list[float]:
+    """How much of each frequency band the mask keeps, averaged over time: ``mask
+    (bins, frames)`` → :data:`PROFILE_BANDS` values in [0, 1] (what the model listens to, in
+    hertz; the gallery's class summary is their mean over a class's clips)."""
+    freqs = stft.frequencies().to(mask.device)
+    over_time = mask.float().mean(dim=-1)
+    out = []
+    for lo, hi in _profile_edges(stft.sample_rate):
+        inside = (freqs >= lo) & (freqs <= hi)
+        out.append(round(float(over_time[inside].mean()), 4) if bool(inside.any()) else 0.0)
+    return out
+
+
+def class_profiles(rows, class_names: list[str], sample_rate: int | None) -> dict:
+    """Per predicted class: the mean mask profile of its explained clips (``summary.json``'s
+    ``class_profiles``: ``{class: {"frequencies_hz": [...], "mean_mask": [...], "clips": n}}``)."""
+    sums: dict[str, list] = {}
+    for row in rows:
+        profile = row.get("mask_profile")
+        name = row.get("predicted")
+        if row.get("status") != "ok" or not isinstance(profile, list) or not name:
+            continue
+        entry = sums.setdefault(name, [[0.0] * len(profile), 0])
+        if len(entry[0]) != len(profile):
+            continue
+        entry[0] = [a + float(b) for a, b in zip(entry[0], profile)]
+        entry[1] += 1
+    if sample_rate is None:
+        return {}
+    freqs = profile_frequencies(sample_rate)
+    return {
+        name: {
+            "frequencies_hz": freqs,
+            "mean_mask": [round(v / n, 4) for v in total],
+            "clips": n,
+        }
+        for name, (total, n) in sums.items()
+        if n and len(total) == len(freqs)
+    }
 
 
 def _row(index, ids, paths, labels, data_names, *, error: str) -> dict:

@@ -192,6 +192,7 @@ def analyze(data, out: str | os.PathLike, model, meta: dict, cfg, *, progress=No
     processed = int(_reduce(part["processed"], dist.ReduceOp.SUM))
     seconds = _reduce(part["seconds"], dist.ReduceOp.MAX)  # also the barrier before merging
     summary = None
+    meta = part.get("meta", meta)  # with the model's class names, rate and STFT
     if rank.is_main:
         ids = run.clip_ids([Path(p) for p in data.paths])
         summary = run.finish(out, ids, list(meta["class_names"]), cfg, meta, processed, seconds)

@@ -56,6 +56,7 @@ def _train(args, rank) -> int:
         workers=args.workers,
         device=rank.device,
         precise_bn_batches=args.precise_bn,
+        architecture=args.architecture,
         extra={
             "provenance": {
                 "command": "listenable " + " ".join(sys.argv[1:]),

@@ -25,9 +25,9 @@ class PooledNet(nn.Module):
     ``MaxPool2d(2)`` twice (the kind the reference-only code refused: a heatmap of 16 or
     32 rows cannot be laid on 64 mel bands without the layer's geometry)."""
 
-    def __init__(self, n_classes: int = 3) -> None:
+    def __init__(self, n_classes: int = 3, in_channels: int = 1) -> None:
         super().__init__()
-        self.conv1, self.pool1 = nn.Conv2d(1, 8, 3, padding=1), nn.MaxPool2d(2)
+        self.conv1, self.pool1 = nn.Conv2d(in_channels, 8, 3, padding=1), nn.MaxPool2d(2)
         self.conv2, self.pool2 = nn.Conv2d(8, 16, 3, padding=1), nn.MaxPool2d(2)
         self.fc = nn.Linear(16, n_classes)
 
@@ -36,10 +36,10 @@ class PooledNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def _seeded(n_classes: int = 3) -> PooledNet:
+def _seeded(n_classes: int = 3, in_channels: int = 1) -> PooledNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        net = PooledNet(n_classes)
+        net = PooledNet(n_classes, in_channels)
     with torch.no_grad():  # class 0 always leads by far: "not the top class" is known
         net.fc.bias.copy_(torch.tensor([20.0] + [0.0] * (n_classes - 1)))
     return net.eval()
@@ -48,6 +48,14 @@ def _seeded(n_classes: int = 3) -> PooledNet:
 def pooled_net() -> nn.Module:
     """An ``nn.Module`` (needs ``--front-end small``), with class names as an attribute."""
     net = _seeded()
+    net.class_names = list(CLASSES)
+    return net
+
+
+def pooled_net_stereo() -> nn.Module:
+    """The same over the reference front end's 6 channels (stereo log-mel + deltas, 48 kHz):
+    ``--front-end mcdonnell_gao``."""
+    net = _seeded(in_channels=6)
     net.class_names = list(CLASSES)
     return net
 

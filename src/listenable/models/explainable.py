@@ -283,8 +283,9 @@ class Explainable:
         try:
             for p, _ in saved:
                 p.requires_grad_(False)
-            # short first: a layer near the input needs little; the top one up to 2 x longer
-            n, time_dim = max(frames // 4, 16), None
+            # at probe_seconds (the reference's fusion layer needs ~460 frames: one pass at
+            # 10 s), longer where the receptive fields are wider still
+            n, time_dim = frames, None
             while True:
                 try:
                     return probe(
@@ -292,7 +293,7 @@ class Explainable:
                         rows=fe.n_mels, time_dim=time_dim,
                     )  # fmt: skip
                 except (ProbeTooShort, RuntimeError) as exc:  # RuntimeError: the model
-                    if n >= 2 * frames:  # refused an input that short
+                    if n >= 4 * frames:  # refused an input that short
                         raise ValueError(f"cannot derive the layer's geometry: {exc}") from None
                     n, time_dim = 2 * n, getattr(exc, "time_dim", None)
         finally:

@@ -186,3 +186,32 @@ def test_mask_profile_says_where_in_hertz_the_mask_keeps():
     assert out["bus"]["clips"] == 2
     assert out["bus"]["mean_mask"] == [round(v / 2, 4) for v in profile]
     assert len(out["bus"]["frequencies_hz"]) == len(profile)
+
+
+def test_compare_writes_each_methods_tracks_for_the_gallery(tmp_path, model10, rng):
+    """``compare``: every selected clip also gets the other methods' listenable and
+    residual tracks, explaining the same class; their sum is the original (each method's
+    residual is input − its listenable), and the row says where they are."""
+    import soundfile as sf
+
+    from listenable.analyze import AnalyzeConfig, analyze
+    from listenable.data import folder_dataset
+    from tests.conftest import scene_like
+
+    (tmp_path / "data" / "bus").mkdir(parents=True)
+    sf.write(tmp_path / "data" / "bus" / "a.wav", scene_like(rng, 1.0).T, 48_000, subtype="FLOAT")
+    cfg = AnalyzeConfig(
+        split="all", min_confidence=0.0, figures=False, audio_format="flac", compare=["random"]
+    )
+    analyze(folder_dataset(tmp_path / "data"), tmp_path / "out", model10, {}, cfg)
+    (row,) = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").open()]
+    assert row["method"] == "gradcam" and set(row["methods"]) == {"random"}
+    files = row["methods"]["random"]["files"]
+    lis, _ = sf.read(tmp_path / "out" / files["listenable"], always_2d=True)
+    res, _ = sf.read(tmp_path / "out" / files["residual"], always_2d=True)
+    orig, _ = sf.read(tmp_path / "out" / row["files"]["original"], always_2d=True)
+    own, _ = sf.read(tmp_path / "out" / row["files"]["listenable"], always_2d=True)
+    # 16-bit FLAC: each track within one quantisation step (2^-15) of its float value
+    np.testing.assert_allclose(lis + res, orig, atol=3 * 2.0**-15)
+    assert np.abs(lis - own).max() > 1e-3  # another mask than gradcam's
+    assert 0 < row["methods"]["random"]["mask_area"] < 1

@@ -55,6 +55,9 @@ class AnalyzeConfig:
     method_options: dict = field(default_factory=dict)
     #: audio of the selected clips: "ogg" (Vorbis, the default), "mp3", "flac" or "wav"
     audio_format: str = "ogg"
+    #: More methods to compute for every selected clip (their listenable and residual
+    #: tracks and mask area, side by side with ``method``'s in the gallery).
+    compare: list = field(default_factory=list)
 
 
 def slug(name: str) -> str:
@@ -190,6 +193,18 @@ def analyze(
         method_options=cfg.method_options,
     )
     class_names = list(explainer.class_names)
+    comparers = {
+        m: Explainer(
+            explainer.model,
+            method=m,
+            layer=cfg.layer,
+            percentile=cfg.percentile,
+            delta=cfg.delta,
+            mode=cfg.mode,
+        )
+        for m in cfg.compare
+        if m != cfg.method
+    }
     listening = explainer.listening.settings
     meta = {
         **meta,
@@ -222,6 +237,7 @@ def analyze(
                 class_names,
                 explanation_record,
                 protected,
+                comparers,
             )
             manifest.write("".join(_line(r) for r in rows))
             manifest.flush()
@@ -350,6 +366,7 @@ def _process_batch(
     class_names,
     explanation_record,
     protected=frozenset(),
+    comparers=None,
 ) -> list[dict]:
     rows: list[dict] = []
     good = []
@@ -380,6 +397,12 @@ def _process_batch(
                     )
                 )
             continue
+        compared = {}  # the other methods, on the same clips and the same explained class
+        for name, other in (comparers or {}).items():
+            try:
+                compared[name] = other(waves, expl.target.tolist())
+            except (ListenableError, ValueError, RuntimeError) as exc:
+                log.warning("method %s failed on a batch: %s", name, exc)
         for j, (index, wave, notes) in enumerate(group):
             one = expl.item(j)
             one.notes = notes
@@ -389,7 +412,7 @@ def _process_batch(
             selected = record["confidence"] >= cfg.min_confidence and (
                 not cfg.correct_only or bool(correct)
             )
-            files = {}
+            files, methods = {}, {}
             if selected:
                 try:
                     files = _write_outputs(
@@ -404,6 +427,12 @@ def _process_batch(
                         paths[index],
                         inputs=protected,
                     )
+                    methods = {
+                        name: _write_compared(
+                            out, ids[index], record["predicted"], name, other.item(j), cfg
+                        )
+                        for name, other in compared.items()
+                    }
                 except (OSError, ValueError, ListenableError) as exc:  # NaN JSON, disk full
                     rows.append(
                         _row(
@@ -434,6 +463,8 @@ def _process_batch(
                     "status": "ok",
                     "error": None,
                     "files": files,
+                    "method": cfg.method,
+                    "methods": methods,
                 }
             )
     order = {ids[i]: k for k, (i, *_rest) in enumerate(batch)}  # O(1) per row, not ids.index
@@ -517,6 +548,20 @@ def _row(index, ids, paths, labels, data_names, *, error: str) -> dict:
         "error": error.splitlines()[0] if error else "error",
         "files": {},
     }
+
+
+def _write_compared(out: Path, clip_id: str, class_name: str, method: str, expl, cfg) -> dict:
+    """Another method's listenable and residual tracks of a selected clip; the manifest
+    row's ``methods[method]`` (what the gallery's comparison reads)."""
+    from listenable.report.audio import audio_suffix, write_track
+
+    folder, ext, tag = slug(class_name), audio_suffix(cfg.audio_format), slug(method)
+    files = {}
+    for kind in ("listenable", "residual"):
+        rel = f"{folder}/{clip_id}.{kind}.{tag}{ext}"
+        write_track(out / rel, getattr(expl, kind), expl.sample_rate, cfg.audio_format)
+        files[kind] = rel
+    return {"files": files, "mask_area": float(expl.mask_area)}
 
 
 def _write_outputs(

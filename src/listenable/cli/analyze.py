@@ -23,6 +23,13 @@ def add_parser(sub) -> None:
     p.add_argument("--min-confidence", type=float, default=0.8)
     p.add_argument("--correct-only", action="store_true")
     common.add_mask_options(p)
+    p.add_argument(
+        "--compare",
+        default="",
+        metavar="METHODS",
+        help="comma-separated methods also computed for every selected clip, side by side "
+        "with --method in the gallery (e.g. optimised,multiscale)",
+    )
     add_audio_format(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
@@ -68,6 +75,7 @@ def _analyze_config(args):
         correct_only=args.correct_only,
         **common.mask_settings(args),
         audio_format=args.audio_format,
+        compare=[m.strip() for m in args.compare.split(",") if m.strip()],
         batch_size=args.batch_size,
         workers=args.workers,
     )

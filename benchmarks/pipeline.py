@@ -36,11 +36,27 @@ count runs in a fresh process (so ``ru_maxrss`` starts clean) over short clips
 (``--rss-seconds``, 1 s by default, to keep it fast: the per-clip state analyze could
 accumulate — manifest rows, ids, caches — does not depend on the clip length, while the
 per-batch working set does, and stays the same for every count).
+
+``c`` runs analyze with ``audio_format="wav"`` (16-bit WAV outputs, as in the recorded
+history; analyze's own default is now Ogg Vorbis, whose encoder costs more per clip).
+
+``--families reference,small,cnn14,ast`` runs, instead of p–d, one row per model family,
+each against its own limit: a = ``Explainer(model).logits(waves)`` (the family's front end +
+forward under ``torch.inference_mode``, channels-last where the pipeline uses it), b =
+``Explainer(model)(waves)`` (Grad-CAM on the family's default layer, projection, mask,
+ISTFT), on ``--seconds`` clips at the family's own rate and channel count, random weights
+under a fixed seed. The layer geometry each family's first explanation needs is derived
+(probed) once, before any timing, and reported; a and b of one family and batch size run
+back to back, in alternating order, and the pairs rotate round by round::
+
+    python benchmarks/pipeline.py --families reference,small,cnn14,ast --batch-sizes 1,2
+    python benchmarks/pipeline.py --families ast --profile ast     # where b's time goes
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -83,32 +99,36 @@ def make_model(device: torch.device):
     return model.to(device)
 
 
-def make_clips(n: int, seconds: float, seed: int = 0) -> torch.Tensor:
-    """``(n, 2, samples)`` scene-like audio: pink-ish noise, a tone that comes and goes."""
+def make_clips(
+    n: int, seconds: float, seed: int = 0, sample_rate: int = SR, channels: int = 2
+) -> torch.Tensor:
+    """``(n, channels, samples)`` scene-like audio: pink-ish noise, a tone that comes and
+    goes (louder in the first channel)."""
     rng = np.random.default_rng(seed)
-    samples = int(seconds * SR)
-    t = np.arange(samples) / SR
-    freqs = np.fft.rfftfreq(samples, 1 / SR)
-    out = np.empty((n, 2, samples), np.float32)
+    samples = int(seconds * sample_rate)
+    t = np.arange(samples) / sample_rate
+    freqs = np.fft.rfftfreq(samples, 1 / sample_rate)
+    gains = np.array([[1.0], [0.6]]) if channels == 2 else np.linspace(1.0, 0.6, channels)[:, None]
+    out = np.empty((n, channels, samples), np.float32)
     for i in range(n):
-        spec = np.fft.rfft(rng.standard_normal((2, samples)), axis=1)
+        spec = np.fft.rfft(rng.standard_normal((channels, samples)), axis=1)
         pink = np.fft.irfft(spec / np.sqrt(np.maximum(freqs, 20.0)), samples, axis=1)
         pink /= np.abs(pink).max()
-        f0 = rng.uniform(100, 2000)
+        f0 = rng.uniform(100, min(2000, sample_rate / 4))
         on = (np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t + rng.uniform(0, 6)) > 0).astype(float)
         tone = np.sin(2 * np.pi * f0 * t) * on
-        out[i] = 0.3 * pink + 0.2 * tone * np.array([[1.0], [0.6]])
+        out[i] = 0.3 * pink + 0.2 * tone * gains
     return torch.from_numpy(out)
 
 
-def write_tree(root: Path, clips: torch.Tensor) -> Path:
+def write_tree(root: Path, clips: torch.Tensor, sample_rate: int = SR) -> Path:
     """A class-folder data set of the clips (24-bit WAV, as TAU)."""
     import soundfile as sf
 
     for i, wave in enumerate(clips):
         folder = root / CLASSES[i % len(CLASSES)]
         folder.mkdir(parents=True, exist_ok=True)
-        sf.write(folder / f"clip{i:05d}.wav", wave.numpy().T, SR, subtype="PCM_24")
+        sf.write(folder / f"clip{i:05d}.wav", wave.numpy().T, sample_rate, subtype="PCM_24")
     return root
 
 
@@ -192,18 +212,33 @@ def run_pipeline(explainer, waves, batch: int, keep: bool = False) -> list:
     return masks
 
 
+def analyze_config(batch: int, workers: int):
+    """analyze's settings here: every clip's outputs written, no figures, and 16-bit WAV
+    audio (``audio_format="wav"``; analyze's default is Ogg, but the recorded c rows and the
+    RSS history were measured with WAV outputs, so the benchmark keeps them comparable)."""
+    from listenable.analyze import AnalyzeConfig
+
+    return AnalyzeConfig(
+        split="all",
+        min_confidence=0.0,
+        batch_size=batch,
+        workers=workers,
+        figures=False,
+        audio_format="wav",
+    )
+
+
 def run_analyze(model, data_root: Path, batch: int, workers: int, work: Path) -> None:
     import shutil
 
-    from listenable.analyze import AnalyzeConfig, analyze
+    from listenable.analyze import analyze
     from listenable.data import folder_dataset
 
     out = Path(tempfile.mkdtemp(prefix="analyze-", dir=work))
-    cfg = AnalyzeConfig(
-        split="all", min_confidence=0.0, batch_size=batch, workers=workers, figures=False
-    )
+    cfg = analyze_config(batch, workers)
+    meta = getattr(model, "checkpoint_meta", None) or {"class_names": CLASSES}
     try:
-        analyze(folder_dataset(data_root), out, model, {"class_names": CLASSES}, cfg)
+        analyze(folder_dataset(data_root), out, model, meta, cfg)
         sync(next(model.parameters()).device)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -289,15 +324,13 @@ def run_peer(peer: Peer, waves_np: np.ndarray) -> list:
 # --------------------------------------------------------------------------- RSS check
 def rss_probe(data_root: Path, count: int, batch: int, workers: int, work: Path) -> dict:
     """Run analyze on the first ``count`` clips of ``data_root``; report peak RSS."""
-    from listenable.analyze import AnalyzeConfig, analyze
+    from listenable.analyze import analyze
     from listenable.data import AudioDataset, folder_dataset
 
     full = folder_dataset(data_root)
     data = AudioDataset(full.items[:count], full.class_names, full.root)
     model = make_model(torch.device("cpu"))
-    cfg = AnalyzeConfig(
-        split="all", min_confidence=0.0, batch_size=batch, workers=workers, figures=False
-    )
+    cfg = analyze_config(batch, workers)
     out = Path(tempfile.mkdtemp(prefix=f"rss{count}-", dir=work))
     t0 = time.perf_counter()
     summary = analyze(data, out, model, {"class_names": CLASSES}, cfg)
@@ -362,6 +395,368 @@ def write_tree_offset(root: Path, clips: torch.Tensor, offset: int) -> None:
         sf.write(folder / f"clip{offset + i:05d}.wav", wave.numpy().T, SR, subtype="PCM_16")
 
 
+# --------------------------------------------------------------------------- families
+FAMILIES = ("reference", "small", "cnn14", "ast")
+#: clips per job per round: the fast families get more, so that a job is not a few ms long
+FAMILY_CLIPS = {"reference": 8, "small": 8, "cnn14": 2, "ast": 2}
+#: on the CPU the two big families (80 M and 87 M parameters) run at batch 1 and 2 only
+CPU_MAX_BATCH = {"cnn14": 2, "ast": 2}
+#: b/a: the reference model's target; another family below the floor is the next target
+REFERENCE_TARGET, FAMILY_FLOOR = 0.8, 0.7
+
+
+def build_family(name: str, device: torch.device):
+    """``(explainable, description)``: the family's model, random weights under seed 0."""
+    from listenable.models import SmallCNN, as_explainable
+
+    if name == "reference":
+        em = as_explainable(make_model(device))
+        what = "McDonnellGao(n_classes=10), seed 0, BN statistics made non-trivial"
+    elif name == "small":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = SmallCNN(n_classes=len(CLASSES)).eval()
+        model.class_names = list(CLASSES)
+        em = as_explainable(model.to(device))
+        what = "SmallCNN(n_classes=10), seed 0"
+    elif name == "cnn14":
+        from listenable.models import cnn14
+
+        em = cnn14.explainable(cnn14.build_cnn14(classes_num=527, seed=0).to(device))
+        what = "PANNs Cnn14 (the released settings, 527 tags), build_cnn14(seed=0)"
+    elif name == "ast":
+        from transformers import ASTConfig, ASTForAudioClassification
+
+        from listenable.models import ast
+
+        config = ASTConfig(num_labels=527)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = ASTForAudioClassification(config).eval()
+        em = ast.explainable(model.to(device))
+        attention = getattr(model.config, "_attn_implementation", None) or "default"
+        what = (
+            f"ASTForAudioClassification(ASTConfig(num_labels=527)): transformers' default "
+            f"sizes ({config.num_hidden_layers} layers, hidden {config.hidden_size}, patch "
+            f"{config.patch_size}, strides {config.frequency_stride}/{config.time_stride}, "
+            f"max_length {config.max_length}), seed 0, attention {attention}"
+        )
+    else:
+        raise SystemExit(f"unknown family {name!r}; choose from {','.join(FAMILIES)}")
+    return em, what
+
+
+def family_timings(args) -> dict:
+    """a (limit) and b (pipeline) per family and batch size, interleaved; prints the table."""
+    from listenable.explain import Explainer
+
+    cuda = args.device == "cuda"
+    device = torch.device("cuda" if cuda else "cpu")
+    names = [f.strip() for f in args.families.split(",") if f.strip()]
+    for name in names:
+        if name not in FAMILIES:
+            raise SystemExit(f"unknown family {name!r}; choose from {','.join(FAMILIES)}")
+    batch_sizes = [
+        int(b) for b in (args.batch_sizes or ("32,128,256" if cuda else "1,2")).split(",")
+    ]
+    info = {
+        "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_start": os.getloadavg(),
+        "clip_seconds": args.seconds,
+        "rounds": args.rounds,
+    }
+    print(
+        f"families on {info['device']} ({'cuda' if cuda else 'cpu'}), {info['cpu_count']} CPUs, "
+        f"torch {info['torch']} with {info['torch_threads']} threads, load average "
+        f"{info['load_average_start'][0]:.2f}; {args.seconds:g} s clips"
+    )
+    setups, runs = {}, {}
+    for name in names:
+        t = time.perf_counter()
+        em, what = build_family(name, device)
+        build_s = time.perf_counter() - t
+        fe = em.front_end
+        t = time.perf_counter()
+        layer = em.default_layer  # "auto": found by a forward pass with hooks
+        auto_s = time.perf_counter() - t
+        t = time.perf_counter()
+        geometry = em.layer(layer).geometry  # derived by probing, once, cached
+        probe_s = time.perf_counter() - t
+        t = time.perf_counter()
+        explainer = Explainer(em)
+        init_s = time.perf_counter() - t
+        sizes = [b for b in batch_sizes if cuda or b <= CPU_MAX_BATCH.get(name, b)]
+        if not sizes:
+            sizes = [CPU_MAX_BATCH[name]]
+        if sizes != batch_sizes:
+            print(f"  {name}: batch sizes {sizes} on the CPU (of {batch_sizes})")
+        n = max(args.family_clips or FAMILY_CLIPS[name], max(sizes))
+        waves = make_clips(n, args.seconds, sample_rate=fe.sample_rate, channels=fe.channels).to(
+            device
+        )
+        with torch.no_grad():
+            input_shape = tuple(em.inputs(waves[:1]).shape)
+        t = time.perf_counter()
+        run_limit(explainer, waves[:1], 1)
+        first_a = time.perf_counter() - t
+        t = time.perf_counter()
+        run_pipeline(explainer, waves[:1], 1)
+        first_b = time.perf_counter() - t
+        for bs in sizes:  # warm-up at every batch size (allocator, kernels' first calls)
+            run_limit(explainer, waves[:bs], bs)
+            run_pipeline(explainer, waves[:bs], bs)
+        params = sum(p.numel() for p in em.parameters())
+        setups[name] = {
+            "model": what,
+            "parameters": params,
+            "sample_rate": fe.sample_rate,
+            "channels": fe.channels,
+            "model_input_shape": list(input_shape),
+            "layer": layer,
+            "geometry": geometry.describe(),
+            "build_s": build_s,
+            "auto_layer_s": auto_s,
+            "probe_s": probe_s,
+            "explainer_init_s": init_s,
+            "first_limit_call_s": first_a,
+            "first_pipeline_call_s": first_b,
+            "batch_sizes": sizes,
+            "clips_per_job": n,
+        }
+        runs[name] = (explainer, waves, sizes)
+        print(
+            f"  {name}: {what}\n"
+            f"    {params / 1e6:.2f} M parameters; {fe.sample_rate} Hz x {fe.channels} ch; "
+            f"model input {input_shape}; layer {layer}\n"
+            f"    set-up, not timed: build {build_s:.1f} s, layer search {auto_s:.2f} s, "
+            f"probe {probe_s:.2f} s, Explainer() {init_s:.2f} s, first a {first_a:.2f} s, "
+            f"first b {first_b:.2f} s (batch 1)",
+            flush=True,
+        )
+
+    pairs = [(name, bs) for name in names for bs in runs[name][2]]
+    wall: dict[tuple, list[float]] = {}
+    cpu: dict[tuple, list[float]] = {}
+    t_start = time.perf_counter()
+    for r in range(args.rounds):
+        shift = r % len(pairs)
+        order = "ab" if r % 2 == 0 else "ba"  # within a pair, alternate who goes first
+        for name, bs in pairs[shift:] + pairs[:shift]:
+            explainer, waves, _ = runs[name]
+            for variant in order:
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                if variant == "a":
+                    run_limit(explainer, waves, bs)
+                else:
+                    run_pipeline(explainer, waves, bs)
+                seconds, cpu_s = time.perf_counter() - t0, cpu_seconds() - c0
+                wall.setdefault((name, variant, bs), []).append(len(waves) / seconds)
+                cpu.setdefault((name, variant, bs), []).append(len(waves) / cpu_s)
+        print(
+            f"round {r + 1}/{args.rounds} done ({time.perf_counter() - t_start:.0f} s)", flush=True
+        )
+
+    rows = []
+    width = max(len(s["layer"]) for s in setups.values())
+    print(
+        f"\n{'family':9s} | {'layer':{width}s} | batch | a clips/s | b clips/s |   b/a | "
+        f"b/a cpu-time | b/a per round"
+    )
+    for name, bs in pairs:
+        a, b = wall[(name, "a", bs)], wall[(name, "b", bs)]
+        per_round = [x / y for x, y in zip(b, a)]
+        per_round_cpu = [x / y for x, y in zip(cpu[(name, "b", bs)], cpu[(name, "a", bs)])]
+        ratio, ratio_cpu = median(per_round), median(per_round_cpu)
+        target = REFERENCE_TARGET if name == "reference" else FAMILY_FLOOR
+        rows.append(
+            {
+                "family": name,
+                "layer": setups[name]["layer"],
+                "batch_size": bs,
+                "a_clips_per_s": median(a),
+                "b_clips_per_s": median(b),
+                "a_clips_per_s_rounds": a,
+                "b_clips_per_s_rounds": b,
+                "b_over_a": ratio,
+                "b_over_a_rounds": per_round,
+                "b_over_a_cpu_time": ratio_cpu,
+                "b_over_a_cpu_time_rounds": per_round_cpu,
+                "target": target,
+                "meets": ratio >= target,
+            }
+        )
+        print(
+            f"{name:9s} | {setups[name]['layer']:{width}s} | {bs:5d} | {median(a):9.3f} | "
+            f"{median(b):9.3f} | {ratio:5.3f} | {ratio_cpu:12.3f} | "
+            f"{', '.join(f'{v:.2f}' for v in per_round)}"
+        )
+    print(
+        f"\nb/a: median over rounds of the ratio within a round; target: the reference model "
+        f"≥ {REFERENCE_TARGET}, the others reported, below {FAMILY_FLOOR} the next target"
+    )
+    for row in rows:
+        if row["family"] == "reference":
+            verdict = "ok" if row["meets"] else f"below the target {REFERENCE_TARGET}"
+        elif not row["meets"]:
+            verdict = f"below {FAMILY_FLOOR}: next target"
+        else:
+            continue
+        print(f"  {row['family']} batch {row['batch_size']}: {row['b_over_a']:.3f} {verdict}")
+    info["load_average_end"] = os.getloadavg()
+    info["seconds"] = time.perf_counter() - t_start
+    print(
+        f"load average at the end {info['load_average_end'][0]:.2f}; timed part "
+        f"{info['seconds']:.0f} s"
+    )
+    result = {"info": info, "setup": setups, "rows": rows}
+    if args.profile:
+        result["profiles"] = {}
+        for name in [f.strip() for f in args.profile.split(",") if f.strip()]:
+            if name not in runs:
+                raise SystemExit(f"--profile {name}: not among --families")
+            explainer, waves, _ = runs[name]
+            result["profiles"][name] = profile_family(name, explainer, waves[:1])
+    return result
+
+
+class _Staged:
+    """Forwards every attribute to ``obj``; calls of it (and of ``methods``) run inside a
+    ``torch.profiler.record_function`` named after the stage."""
+
+    def __init__(self, obj, label: str, methods: dict | None = None) -> None:
+        self._obj, self._label, self._methods = obj, label, methods or {}
+
+    def __call__(self, *args, **kwargs):
+        from torch.profiler import record_function
+
+        with record_function(self._label):
+            return self._obj(*args, **kwargs)
+
+    def __getattr__(self, name):
+        attr = getattr(self._obj, name)
+        if name in self._methods:
+            return _Staged(attr, self._methods[name])
+        return attr
+
+
+STAGES = {
+    "stage: listening STFT": "the listening STFT of the waveform",
+    "stage: features": "the front end (from the shared spectrum where it can)",
+    "stage: CAM": "forward with the hook, target, backward to the layer, weighted sum",
+    "stage: projection": "the layer map onto the listening STFT's grid",
+    "stage: mask": "normalise, percentile threshold, sigmoid",
+    "stage: ISTFT": "masked inverse STFT (listenable audio)",
+}
+
+
+def profile_family(
+    name: str, explainer, wave: torch.Tensor, top: int = 12, repeats: int = 3
+) -> dict:
+    """Pipeline calls (b) and limit calls (a) on ``wave`` under ``torch.profiler`` (the
+    mean of ``repeats`` calls each): the time of each stage of b (its CAM split into the
+    backward pass and the rest) against a's total, and the operators b spends the most time
+    in."""
+    from torch.profiler import ProfilerActivity, profile
+
+    # the module (``listenable.explain`` the attribute is the function of that name)
+    explain_module = importlib.import_module("listenable.explain")
+
+    activities = [ProfilerActivity.CPU]
+    if wave.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    em = explainer.model
+    saved = (
+        explainer.listening,
+        explainer.cam,
+        explainer.projection,
+        explain_module.heatmap_to_mask,
+    )
+    explainer.listening = _Staged(saved[0], "stage: listening STFT", {"istft": "stage: ISTFT"})
+    explainer.cam = _Staged(saved[1], "stage: CAM")
+    explainer.projection = _Staged(saved[2], "stage: projection")
+    explain_module.heatmap_to_mask = _Staged(saved[3], "stage: mask")
+    em.inputs = _Staged(type(em).inputs.__get__(em), "stage: features")
+    try:
+        run_limit(explainer, wave, 1)  # warm (the wrappers, the profiler's first call)
+        run_pipeline(explainer, wave, 1)
+        t = time.perf_counter()
+        run_limit(explainer, wave, 1)
+        a_s = time.perf_counter() - t
+        with profile(activities=activities) as prof_b:
+            t = time.perf_counter()
+            for _ in range(repeats):
+                run_pipeline(explainer, wave, 1)
+            b_s = (time.perf_counter() - t) / repeats
+        with profile(activities=activities) as prof_a:
+            t = time.perf_counter()
+            for _ in range(repeats):
+                run_limit(explainer, wave, 1)
+            a_prof_s = (time.perf_counter() - t) / repeats
+    finally:
+        (explainer.listening, explainer.cam, explainer.projection) = saved[:3]
+        explain_module.heatmap_to_mask = saved[3]
+        del em.inputs
+    scale = 1e6 * repeats  # µs over the calls → s per call
+    events_b = prof_b.key_averages()
+    events_a = prof_a.key_averages()
+
+    def total(events, key) -> float:
+        return sum(e.cpu_time_total for e in events if e.key == key) / scale
+
+    stages = {key[len("stage: ") :]: total(events_b, key) for key in STAGES}
+    backward = (
+        sum(e.cpu_time_total for e in events_b if e.key.startswith("autograd::engine")) / scale
+    )
+    a_total = sum(e.self_cpu_time_total for e in events_a) / scale
+    b_total = sum(e.self_cpu_time_total for e in events_b) / scale
+    stages["CAM: backward"] = backward
+    stages["CAM: forward and the rest"] = stages["CAM"] - backward
+    a_features = total(events_a, "stage: features")
+    print(
+        f"\nprofile {name}, batch 1 (torch.profiler, mean of {repeats} calls; time in operators "
+        f"on the calling thread): "
+        f"b {b_total:.3f} s (wall {b_s:.3f} s), a {a_total:.3f} s (wall {a_prof_s:.3f} s, "
+        f"{a_s:.3f} s unprofiled); a's features {a_features:.3f} s, forward "
+        f"{a_total - a_features:.3f} s"
+    )
+    print(f"  {'stage of b':28s} {'s':>7s} {'x a':>6s}")
+    for key in (
+        "listening STFT",
+        "features",
+        "CAM",
+        "CAM: forward and the rest",
+        "CAM: backward",
+        "projection",
+        "mask",
+        "ISTFT",
+    ):
+        note = ""
+        if key == "features" and em.input == "waveform":
+            note = "  (a waveform-input model: its features are part of its forward, in CAM)"
+        print(f"  {key:28s} {stages[key]:7.3f} {stages[key] / a_total:6.3f}{note}")
+    ops = sorted(events_b, key=lambda e: e.self_cpu_time_total, reverse=True)
+    ops = [e for e in ops if not e.key.startswith("stage: ")][:top]
+    print(f"  top operators of b by self CPU time (of {b_total:.3f} s):")
+    for e in ops:
+        print(f"    {e.self_cpu_time_total / scale:7.3f} s  {e.count // repeats:5d}x  {e.key}")
+    return {
+        "b_cpu_s": b_total,
+        "b_wall_s": b_s,
+        "a_cpu_s": a_total,
+        "a_wall_s": a_prof_s,
+        "a_wall_unprofiled_s": a_s,
+        "a_features_s": a_features,
+        "stages_s": stages,
+        "top_ops": [
+            {"op": e.key, "self_cpu_s": e.self_cpu_time_total / scale, "count": e.count // repeats}
+            for e in ops
+        ],
+    }
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -380,11 +775,34 @@ def parse_args(argv=None):
         "--dtype", default=None, help="fp32,bf16 (default: fp32 on CPU, fp32,bf16 on CUDA)"
     )
     p.add_argument("--workers", type=int, default=None, help="analyze decoding workers")
-    p.add_argument("--variants", default="p,a,b,c,d", help="subset of p,a,b,c,d, or none")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="subset of p,a,b,c,d, or none (default: all; none when --families is given)",
+    )
     p.add_argument(
         "--checkpoint",
-        help="a trained checkpoint instead of random weights (e.g. for the bf16 check)",
+        help="a trained checkpoint (listenable.checkpoint.load_explainable) instead of random "
+        "weights for p-d (e.g. for the bf16 check); --families always use random weights",
     )
+    p.add_argument(
+        "--families",
+        help=f"comma-separated subset of {','.join(FAMILIES)}: a row per family against its "
+        "own forward-pass limit (random weights, fixed seed)",
+    )
+    p.add_argument(
+        "--family-clips",
+        type=int,
+        help="clips per job per round for --families (default: "
+        + ", ".join(f"{k} {v}" for k, v in FAMILY_CLIPS.items())
+        + "; at least the largest batch)",
+    )
+    p.add_argument(
+        "--profile",
+        help="with --families: comma-separated families to profile after the timing (one "
+        "pipeline call and one limit call at batch 1, torch.profiler, by stage and by op)",
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10 s)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--rss-clips", help="e.g. 100,2000: analyze peak RSS vs number of clips")
@@ -427,10 +845,14 @@ def main(argv=None) -> int:
     work_ctx = tempfile.TemporaryDirectory(prefix="listenable-bench-") if not args.work else None
     work = Path(args.work or work_ctx.name)
     work.mkdir(parents=True, exist_ok=True)
+    if args.variants is None:
+        args.variants = "none" if args.families else "p,a,b,c,d"
     result = {}
     try:
         if args.variants != "none":
             result.update(timings(args, work))
+        if args.families:
+            result["families"] = family_timings(args)
         if args.rss_clips:
             result["rss"] = rss_check(args, work)
     finally:
@@ -460,11 +882,12 @@ def timings(args, work: Path) -> dict:
     info = {
         "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "model": args.checkpoint or "McDonnellGao, random weights (seed 0)",
+        "analyze_audio_format": "wav",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_average_start": os.getloadavg(),
-        "clip_seconds": 10.0,
+        "clip_seconds": args.seconds,
         "clips_per_round": n_clips,
         "peer_clips_per_round": n_peer,
         "rounds": args.rounds,
@@ -475,19 +898,29 @@ def timings(args, work: Path) -> dict:
         f"torch {info['torch']} with {info['torch_threads']} threads, load average "
         f"{info['load_average_start'][0]:.2f}"
     )
-    if args.checkpoint:
-        from listenable.checkpoint import load_checkpoint
+    from listenable.models import McDonnellGao, as_explainable
 
-        model, meta = load_checkpoint(args.checkpoint, device=device)
-        model.class_names = CLASSES[:] = list(meta["class_names"])
+    if args.checkpoint:
+        from listenable.checkpoint import load_explainable
+
+        model = load_explainable(args.checkpoint, device=device)
+        CLASSES[:] = list(model.class_names)
     else:
-        model = make_model(device)
-    clips = make_clips(n_clips, 10.0)
+        model = as_explainable(make_model(device))
+    fe = model.front_end
+    reference = isinstance(model.module, McDonnellGao) and (fe.sample_rate, fe.channels) == (
+        SR,
+        2,
+    )
+    if "d" in variants and not reference:
+        print("note: the peer (d) scripts the reference model only; d left out")
+        variants = [v for v in variants if v != "d"]
+    clips = make_clips(n_clips, args.seconds, sample_rate=fe.sample_rate, channels=fe.channels)
     waves = clips.to(device)
     explainers = {dt: Explainer(model, precision=dt) for dt in dtypes}
     plain = {dt: Explainer(model, precision=dt, channels_last=False) for dt in dtypes}
-    data_root = write_tree(work / "data", clips) if "c" in variants else None
-    peer = Peer(model, device) if "d" in variants else None
+    data_root = write_tree(work / "data", clips, fe.sample_rate) if "c" in variants else None
+    peer = Peer(model.module, device) if "d" in variants else None
     peer_np = clips[:n_peer].numpy()
 
     # warm-up (and the correctness cross-checks)

@@ -173,7 +173,7 @@ def _fit(cells: list[int], lo, hi, bounds: tuple[int, int], what: str) -> Axis |
 
 
 #: Cells probed per axis; the probe's batch holds ``PROBES + 1`` copies of one input.
-PROBES = 7
+PROBES = 5
 
 
 def _probe_cells(size: int, k: int) -> list[int]:
@@ -199,7 +199,7 @@ def probe(
 
     Args:
         run: calls the model on an input.
-        make_input: ``frames → input``, a batch of ``PROBES + 1`` identical copies
+        make_input: ``frames → input`` (its first item is used, one pass per probed cell)
             (features, or a waveform of that many frames).
         leaf: a context manager factory ``leaf(store)`` under which the tensor the support
             is measured on (the input itself, or an inner front end's output) is made a leaf
@@ -240,32 +240,51 @@ def probe(
                     "when the input grows in time"
                 )
             time_dim = changed[0]
-        with torch.enable_grad():
+        x_in = make_input(frames)[:1]
+
+        def gradient_of(pick) -> tuple[torch.Tensor, torch.Tensor]:
+            """One pass on one copy of the input: the layer's canonical output and the
+            gradient of ``pick(acts)`` at the input (one copy at a time: the graph of a
+            whole batch of long clips would cost gigabytes)."""
+            with torch.enable_grad():
+                store.clear()
+                with leaf(store):
+                    run(x_in.clone())
+                out, x = store["out"], store["x"]
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError("the layer's output is not a tensor")
+                acts = canonical(out)  # (1, channels, rows, cells)
+                (g,) = torch.autograd.grad(pick(acts), x)
+            leaf_shape["shape"] = tuple(x.shape)
+            return acts.detach(), g
+
+        leaf_shape: dict = {}
+
+        canonical = None
+        with torch.no_grad():
             store.clear()
-            x_in = make_input(frames)
             with leaf(store):
-                run(x_in)
-            out, x = store["out"], store["x"]
+                run(x_in.clone())
+            out = store["out"]
             if not isinstance(out, torch.Tensor):
                 raise ValueError("the layer's output is not a tensor")
             canonical = _permute_for(out.ndim, time_dim)
-            acts = canonical(out)  # (batch, channels, rows, cells)
-            # one backward: copy k of the batch takes the gradient of one position (all
-            # channels) — its support is that cell's receptive field along both axes — and
-            # the last copy the gradient of every position (the rows the layer sees)
-            t_cells = _probe_cells(acts.shape[3], PROBES)
-            f_cells = _probe_cells(acts.shape[2], PROBES) if acts.shape[2] > 1 else []
-            n = max(len(t_cells), len(f_cells))
-            t_cells = [t_cells[k % len(t_cells)] for k in range(n)]
-            f_cells = [f_cells[k % len(f_cells)] for k in range(n)] if f_cells else []
-            pairs = list(zip(f_cells or [0] * n, t_cells))
-            picks = [acts[k, :, f, t].sum() for k, (f, t) in enumerate(pairs)]
-            picks.append(acts[PROBES].sum())
-            (grad,) = torch.autograd.grad(sum(picks), x)
+            shape = canonical(out).shape
+        # the gradient of one position (all channels): its support is that cell's receptive
+        # field along both axes; of every position: the rows the layer sees
+        t_cells = _probe_cells(shape[3], PROBES)
+        f_cells = _probe_cells(shape[2], PROBES) if shape[2] > 1 else []
+        n = max(len(t_cells), len(f_cells))
+        t_cells = [t_cells[k % len(t_cells)] for k in range(n)]
+        f_cells = [f_cells[k % len(f_cells)] for k in range(n)] if f_cells else []
+        pairs = list(zip(f_cells or [0] * n, t_cells))
+        grads = [gradient_of(lambda a, f=f, t=t: a[0, :, f, t].sum())[1] for f, t in pairs]
+        acts, g_all = gradient_of(lambda a: a.sum())
+        grad = torch.cat(grads + [g_all] * (PROBES + 1 - len(grads)))
     finally:
         handle.remove()
     t_dim, f_dim = input_axes
-    n_in = x.shape[t_dim]
+    n_in = leaf_shape["shape"][t_dim]
     lo, hi = _support_centres(grad[: len(t_cells)], t_dim)
     time = _fit(t_cells, lo, hi, (0, n_in), "time")
     if time is None:

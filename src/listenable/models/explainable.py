@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from listenable.frontends import STFT, FrontEnd
-from listenable.geometry import PROBES, Layer, ProbeTooShort, probe
+from listenable.geometry import Layer, ProbeTooShort, probe
 
 __all__ = ["Explainable", "ACTIVATIONS", "INPUTS"]
 
@@ -238,7 +238,7 @@ class Explainable:
     def _probe(self, module: nn.Module):
         fe = self.front_end
         frames = max(fe.frames(int(self.probe_seconds * fe.sample_rate)), 8)
-        copies = PROBES + 1
+        copies = 1
 
         def make_input(n_frames: int):
             samples = _samples_for(fe, n_frames)
@@ -299,6 +299,7 @@ class Explainable:
         finally:
             for p, flag in saved:
                 p.requires_grad_(flag)
+            _release_memory()
 
     def _auto_layer(self) -> str:
         """The last module (in completion order) whose output has a time axis and more
@@ -352,6 +353,17 @@ class Explainable:
             "sample_rate": self.front_end.sample_rate,
             "channels": self.front_end.channels,
         }
+
+
+def _release_memory() -> None:
+    """Hand the probe's freed autograd buffers back to the system (glibc keeps them in the
+    heap otherwise, and decoding workers forked later would count them in their RSS)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _samples_for(fe: FrontEnd, frames: int) -> int:

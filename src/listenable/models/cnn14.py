@@ -33,7 +33,6 @@ Shapes (a clip of ``s`` seconds: ``frames = 1 + 32000 s // 320``):
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import sys
@@ -42,8 +41,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-
-from listenable.geometry import PROBES, Axis, Layer, LayerGeometry, ProbeTooShort, probe
 
 __all__ = [
     "CNN14_SETTINGS",
@@ -181,25 +178,19 @@ def explainable(
     fine layers. ``class_names``: the 527 AudioSet labels in index order (``panns_inference``
     reads them from ``class_labels_indices.csv``); default the indices.
 
-    The conv blocks' geometry is derived by probing the network (one forward of
-    ``PROBES + 1`` copies of a ``probe_seconds`` clip, stopped at the layer, and one
-    backward to the features), once per layer; see :func:`_derive` for the frequency axis.
+    The conv blocks' geometry is derived by the generic probe
+    (:func:`listenable.geometry.probe`, on ``logmel_extractor``'s output), once per layer.
+    Where the receptive fields are wider than the 64 mel bands (``conv_block4``–``6``: 76,
+    156 and 284 bands) every support is clipped to the same rows, and the probe takes the
+    tiling axis, ``stride = 64 / rows``, offset ``(stride − 1) / 2`` — exact for CNN14, whose
+    2×2 average pools of 64 = 2⁶ bands make each row the mean of ``stride`` consecutive
+    bands' positions.
     """
     from listenable.models.explainable import Explainable
 
     front_end = front_end_of(model, front_end)
     device = next(model.parameters()).device
     front_end = front_end.to(device)
-    modules = dict(model.named_modules())
-    cache: dict = {}
-    layers = {
-        name: Layer(
-            name,
-            modules[name],
-            derive=lambda name=name: _derive(model, front_end, name, probe_seconds, cache),
-        )
-        for name in LAYERS
-    }
     options = {"fine_layers": FINE_LAYERS, "name": "cnn14"} | options
     return Explainable(
         model,
@@ -210,97 +201,6 @@ def explainable(
         class_names=class_names,
         layer=layer,
         features_at="logmel_extractor",
-        layers=layers,
         probe_seconds=probe_seconds,
         **options,
     )
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a probing forward pass at the probed layer."""
-
-
-def _derive(model: nn.Module, front_end, name: str, seconds: float, cache: dict):
-    """``(geometry, canonical)`` of conv block ``name``, derived by
-    :func:`listenable.geometry.probe` on the waveform → features → layer path.
-
-    The forward pass stops at the layer (nothing above it matters to its receptive
-    fields). The probe's time axis is used as it is. Its frequency axis is used where its
-    cells tile the rows they see (``stride · rows == seen rows``, blocks 1–3); where the
-    receptive fields are wider than the 64 mel bands (``conv_block4``–``6``: 76, 156 and
-    284 bands), every probed support is clipped to the same rows and the fit carries no
-    information, so the axis is the tiling one, ``stride = seen / rows``, offset
-    ``(stride − 1) / 2`` — exact for CNN14, whose 2×2 average pools of 64 = 2⁶ bands make
-    each row the mean of ``stride`` consecutive bands' positions.
-    """
-    if name in cache:
-        return cache[name]
-    module = dict(model.named_modules())[name]
-    features = model.logmel_extractor
-    fe = front_end
-    store: dict = {}
-    device = next(model.parameters()).device
-
-    def make_input(frames: int) -> torch.Tensor:
-        samples = (frames - 1) * fe.hop_length  # a centred STFT: 1 + samples // hop frames
-        g = torch.Generator().manual_seed(0)
-        wave = 0.1 * torch.randn(1, samples, generator=g)
-        return wave.expand(PROBES + 1, samples).contiguous().to(device)
-
-    def run(waveform: torch.Tensor) -> None:
-        def stop(_m, _i, out):
-            store["out"] = out
-            raise _Stop
-
-        handle = module.register_forward_hook(stop)
-        try:
-            model(waveform)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-
-    @contextlib.contextmanager
-    def leaf(probe_store: dict):
-        def hook(_m, _i, out):
-            x = out.detach().requires_grad_(torch.is_grad_enabled())
-            probe_store["x"] = x
-            return x
-
-        handle = features.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
-
-    f_dim, t_dim = fe.axes()
-    frames, time_dim = max(fe.frames(int(seconds * fe.sample_rate)), 64), None
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    model.eval()
-    try:
-        for p, _ in saved:
-            p.requires_grad_(False)
-        for _ in range(4):
-            try:
-                geometry, canonical = probe(
-                    run, make_input, leaf, module, frames=frames, input_axes=(t_dim, f_dim),
-                    rows=fe.n_mels, time_dim=time_dim,
-                )  # fmt: skip
-                break
-            except ProbeTooShort as exc:
-                frames, time_dim = 2 * frames, exc.time_dim
-        else:
-            raise ValueError(f"cannot derive {name}'s geometry from up to {frames // 2} frames")
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-        model.train(was_training)
-    rows = canonical(store["out"]).shape[2]
-    first, end = geometry.rows
-    stride = (end - first) / rows
-    freq = geometry.freq
-    if freq is None or freq.stride * rows != end - first:
-        freq = Axis(stride, first + (stride - 1) / 2)
-    cache[name] = (LayerGeometry(geometry.time, freq, geometry.rows), canonical)
-    return cache[name]

@@ -30,6 +30,7 @@ import torch
 
 from listenable.frontends import LAYOUTS, PRESETS, FrontEnd
 from tests.conftest import scene_like
+from tests.test_features import librosa_features
 
 TOLERANCE = 1e-4  # float32, as models run the presets
 EXACT = 1e-6  # float64: the same computation as the reference
@@ -58,25 +59,7 @@ def _check(name: str, clip: np.ndarray, ref: np.ndarray) -> None:
 # --- each preset against its reference implementation ----------------------------------
 def test_mcdonnell_gao_equals_librosa(rng):
     clip = scene_like(rng, seconds=2.0, sr=48_000, channels=2)  # (2, samples)
-    chans = []
-    for ch in clip.astype(np.float64):
-        power = (
-            np.abs(
-                librosa.stft(
-                    ch, n_fft=2048, hop_length=1024, window="hann", center=True, pad_mode="reflect"
-                )
-            )
-            ** 2
-        )
-        mel = librosa.feature.melspectrogram(
-            S=power, sr=48_000, n_mels=128, fmin=0.0, fmax=24_000.0, htk=True, norm=None
-        )
-        chans.append(np.log(mel + 1e-8))
-    logmel = np.stack(chans)  # (2, 128, frames)
-    # valid deltas: librosa's interior (its edges are interpolated, ours are trimmed)
-    d1 = librosa.feature.delta(logmel, width=5, axis=-1, mode="interp")[..., 2:-2]
-    d2 = librosa.feature.delta(d1, width=5, axis=-1, mode="interp")[..., 2:-2]
-    ref = np.concatenate([logmel[..., 4:-4], d1[..., 2:-2], d2], axis=0)
+    ref = librosa_features(clip)  # the oracle of tests/test_features.py
     assert ref.shape == (6, 128, 1 + clip.shape[1] // 1024 - 8)
     _check("mcdonnell_gao", clip, ref)
 

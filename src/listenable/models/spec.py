@@ -31,7 +31,7 @@ __all__ = ["load_model", "CONVERT_HINT"]
 
 CONVERT_HINT = (
     'python -c "import torch, safetensors.torch as st; '
-    "st.save_file(torch.load('{path}', weights_only=True), '{stem}.safetensors')\" "
+    'st.save_file(torch.load({path!r}, weights_only=True), {target!r})" '
     "(run it only on a file you trust; listenable never unpickles)"
 )
 
@@ -55,7 +55,7 @@ def load_model(
         stem = str(Path(spec).with_suffix(""))
         raise CheckpointError(
             f"{spec}: a pickled weights file; listenable reads safetensors only. Convert it: "
-            + CONVERT_HINT.format(path=spec, stem=stem)
+            + CONVERT_HINT.format(path=spec, target=stem + ".safetensors")
         )
     if suffix == ".safetensors" or (suffix == "" and Path(spec + ".safetensors").exists()):
         return load_explainable(spec if suffix else spec + ".safetensors", device=device)
@@ -74,9 +74,11 @@ def _from_function(spec: str, device, front_end: str | None) -> Explainable:
             path = Path(module_name)
             if not path.is_file():
                 raise ListenableError(f"--model {spec}: {module_name} not found")
-            loader = importlib.util.spec_from_file_location(path.stem, path)
+            # a private name: never shadows (or is shadowed by) an imported module
+            name = f"listenable_user_{abs(hash(str(path.resolve())))}_{path.stem}"
+            loader = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(loader)
-            sys.modules.setdefault(path.stem, module)
+            sys.modules[name] = module
             loader.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)

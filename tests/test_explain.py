@@ -83,7 +83,14 @@ def test_modes(model10, clip, mode):
     assert torch.isfinite(e.mask).all()
     if mode == "hard":
         assert set(torch.unique(e.mask).tolist()) <= {0.0, 1.0}
-        assert float(e.mask_area) == pytest.approx(0.25, abs=0.02)
+        # θ over the heatmap's cells: the top quarter of the cells is kept
+        cells = e.heatmap.double()
+        norm = (cells - cells.min()) / (cells.max() - cells.min())
+        theta = torch.quantile(norm.flatten(), 0.75)
+        assert float((norm >= theta).double().mean()) == pytest.approx(0.25, abs=0.02)
+        # θ over the bins (the first version's rule): the top quarter of the bins
+        on_bins = explain(torch.from_numpy(clip), model10, mode=mode, threshold_on="stft")
+        assert float(on_bins.mask_area) == pytest.approx(0.25, abs=0.02)
 
 
 def test_too_short_waveform(model10):

@@ -52,3 +52,52 @@ def test_zero_evidence_is_masked_out_when_theta_is_at_the_floor():
         mask = binarise(m, mode=mode)
         assert mask[0, 3:].abs().max() == 0, mode
         assert mask[0, :3].min() > 0.5, mode
+
+
+def test_threshold_on_the_heatmaps_cells_hand_computed():
+    """θ over the cells, not over the bins they are spread on: two cells, 0 and 1 (θ at the
+    75th percentile of the cells is 0.75), mapped onto 9 bins of which only the last comes
+    from the hot cell. Over the bins the 75th percentile is the interpolated 0.75 at bin 6,
+    so bins 6-8 pass; over the cells only bins above 0.75 pass."""
+    from listenable.masking import heatmap_to_mask
+
+    cells = torch.tensor([[[2.0, 6.0]]], dtype=torch.float64)  # (1, 1 row, 2 cells)
+    grid = 2.0 + 4.0 * torch.linspace(0, 1, 9, dtype=torch.float64).view(1, 9, 1)  # 2 .. 6
+    on_cells, _ = heatmap_to_mask(grid, mode="hard", cells=cells)
+    on_bins, _ = heatmap_to_mask(grid, mode="hard")
+    assert on_cells.flatten().tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1]  # 0.75, .875, 1 >= .75
+    # a grid whose hot part covers few bins: over the cells θ stays at 0.75 of the cells'
+    # range, over the bins it drops to what the cold bins reach
+    few = torch.cat([torch.full((1, 8, 1), 2.0, dtype=torch.float64), grid[:, -1:]], dim=1)
+    kept_cells, _ = heatmap_to_mask(few, mode="hard", cells=cells)
+    kept_bins, _ = heatmap_to_mask(few, mode="hard")
+    assert kept_cells.flatten().tolist() == [0] * 8 + [1]
+    assert kept_bins.flatten().tolist() == [0] * 8 + [1]  # floor bins never pass
+    assert on_bins.flatten().tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1]
+
+
+def test_threshold_on_cells_equals_thresholding_the_cells_where_the_grid_repeats_them(rng):
+    """When every bin copies one cell (nearest-cell mapping), θ over the cells and the
+    mask are those of the cells themselves, whatever share of the bins each cell covers;
+    the sigmoid's values are numpy's on the cells (float64)."""
+    from listenable.masking import heatmap_to_mask
+
+    cells = torch.from_numpy(rng.random((2, 6, 5)))
+    repeats = torch.tensor([1, 1, 2, 4, 8, 16])  # high rows cover many bins, as mel bands do
+    grid = cells.repeat_interleave(repeats, dim=1)
+    mask, empty = heatmap_to_mask(grid, mode="sigmoid", delta=2.0, cells=cells)
+    c = cells.numpy().reshape(2, -1)
+    norm = (c - c.min(1, keepdims=True)) / (c.max(1, keepdims=True) - c.min(1, keepdims=True))
+    theta = np.percentile(norm, 75, axis=1)[:, None]
+    expected = np.where(norm > 0, 1 / (1 + np.exp(-100 * (norm - theta))), 0.0).reshape(2, 6, 5)
+    expected = np.repeat(expected, repeats.numpy(), axis=1)
+    np.testing.assert_allclose(mask.numpy(), expected, rtol=0, atol=1e-12)
+    assert not empty.any()
+
+
+def test_flat_cells_are_an_empty_mask():
+    from listenable.masking import heatmap_to_mask
+
+    cells = torch.ones(1, 3, 4)
+    mask, empty = heatmap_to_mask(torch.ones(1, 10, 8), cells=cells)
+    assert empty.tolist() == [True] and mask.abs().max() == 0

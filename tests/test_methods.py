@@ -313,7 +313,7 @@ def test_random_is_seeded_and_has_the_top_grid(model10, rng):
     torch.testing.assert_close(a, RandomCAM(model10, seed=0)(x).heatmap)
     assert not torch.allclose(a, RandomCAM(model10, seed=1)(x).heatmap)
     clip = torch.from_numpy(scene_like(rng, seconds=1.0))
-    e = explain(clip, model10, method="random", mode="hard")
+    e = explain(clip, model10, method="random", mode="hard", threshold_on="stft")
     assert abs(float(e.mask_area) - 0.25) < 0.02
 
 

@@ -20,18 +20,22 @@ def _clip_and_features(batch=1, seconds=1.0, seed=0):
     return spectrum, front.from_stft(spectrum)
 
 
+@pytest.mark.parametrize("threshold_on", ["heatmap", "stft"])
 @pytest.mark.parametrize(("mode", "delta"), [("sigmoid", 2.0), ("sigmoid", 1.0), ("hard", 2.0)])
-def test_mask_is_the_listenable_outputs_mask(model10, mode, delta):
+def test_mask_is_the_listenable_outputs_mask(model10, mode, delta, threshold_on):
     """What the edit optimises is exactly the mask the listenable output gets (forward
     values), and it has a gradient (straight-through) where the sigmoid has one."""
-    method = OptimisedMask(model10, mode=mode, delta=delta, percentile=70.0)
+    method = OptimisedMask(
+        model10, mode=mode, delta=delta, percentile=70.0, threshold_on=threshold_on
+    )
     z = torch.rand(2, 128, 10, generator=torch.Generator().manual_seed(1))
     z[:, :, :3] = 0.0  # a floor region: never passes
     z.requires_grad_(True)
     mask = method.mask(z, 47)
     fe = FrontEnd.preset("mcdonnell_gao")
     grid = Projection(fe, fe.listening_stft())(z.detach(), method.geometry, 47)
-    expected, _ = heatmap_to_mask(grid, mode=mode, percentile_=70.0, delta=delta)
+    cells = z.detach() if threshold_on == "heatmap" else None
+    expected, _ = heatmap_to_mask(grid, mode=mode, percentile_=70.0, delta=delta, cells=cells)
     torch.testing.assert_close(mask.detach(), expected, atol=1e-5, rtol=0)
     mask.sum().backward()
     assert torch.isfinite(z.grad).all() and float(z.grad.abs().sum()) > 0

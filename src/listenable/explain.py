@@ -20,6 +20,8 @@ from listenable.io import check_waveform, load_for
 from listenable.masking import (
     DEFAULT_DELTA,
     DEFAULT_PERCENTILE,
+    DEFAULT_THRESHOLD_ON,
+    THRESHOLD_ON,
     binarise,
     heatmap_to_mask,
 )
@@ -132,6 +134,7 @@ class Explainer:
         percentile: float = DEFAULT_PERCENTILE,
         delta: float = DEFAULT_DELTA,
         mode: str = "sigmoid",
+        threshold_on: str = DEFAULT_THRESHOLD_ON,
         class_names: list[str] | None = None,
         front_end=None,
         method_options: dict | None = None,
@@ -157,17 +160,21 @@ class Explainer:
             options.setdefault("percentile", percentile)
             options.setdefault("delta", delta)
             options.setdefault("mode", mode)
+            options.setdefault("threshold_on", threshold_on)
         self.cam = cls(self.model, layer, **options)
         self.method = method
         self.layer = self.cam.layer_name
         self.percentile = percentile
         self.delta = delta
         self.mode = mode
+        self.threshold_on = threshold_on
         if class_names:
             self.model.class_names = list(class_names)
         self.model.n_classes  # noqa: B018 (resolves the class names)
         self.class_names = list(self.model.class_names)
         binarise(torch.zeros(1, 2, 2), mode=mode, percentile_=percentile, delta=delta)  # validate
+        if threshold_on not in THRESHOLD_ON:
+            raise ValueError(f"unknown threshold_on {threshold_on!r}; choose from {THRESHOLD_ON}")
 
     @property
     def device(self) -> torch.device:
@@ -181,6 +188,7 @@ class Explainer:
             "percentile": self.percentile,
             "delta": self.delta,
             "mode": self.mode,
+            "threshold_on": self.threshold_on,
             "precision": self.precision,
             "activation": self.model.activation,
             "model": self.model.name,
@@ -249,7 +257,8 @@ class Explainer:
         with self.autocast():
             result = self._cam(feats, self.target_index(target), spectrum, length)
         with torch.no_grad():
-            grid = self.projection(result.heatmap.float(), result.geometry, spectrum.shape[-1])
+            cells = result.heatmap.float()
+            grid = self.projection(cells, result.geometry, spectrum.shape[-1])
             if silent is None:
                 silent = torch.view_as_real(spectrum).flatten(1).abs().amax(dim=1) == 0
             mask, empty = heatmap_to_mask(
@@ -259,6 +268,7 @@ class Explainer:
                 delta=self.delta,
                 empty=silent,
                 inplace=True,
+                cells=cells if self.threshold_on == "heatmap" else None,
             )
         return result, mask, empty
 
@@ -326,6 +336,7 @@ def explain(
     percentile: float = DEFAULT_PERCENTILE,
     delta: float = DEFAULT_DELTA,
     mode: str = "sigmoid",
+    threshold_on: str = DEFAULT_THRESHOLD_ON,
     class_names: list[str] | None = None,
     method_options: dict | None = None,
 ) -> Explanation:
@@ -341,7 +352,10 @@ def explain(
             predicted class (the top tag of a multi-label model).
         method, layer: the attribution method and the layer it reads (default: Grad-CAM on
             the model's default layer — ``fusion`` for the reference model).
-        percentile, delta, mode: the mask (see :mod:`listenable.masking`).
+        percentile, delta, mode, threshold_on: the mask (see :mod:`listenable.masking`):
+            θ is the ``percentile``-th percentile of the heatmap's own cells
+            (``threshold_on="heatmap"``, the default) or of the linear STFT bins
+            (``"stft"``).
         method_options: keyword options of the method's class (e.g. ``{"n_steps": 32}``).
 
     Returns:
@@ -373,6 +387,7 @@ def explain(
         percentile=percentile,
         delta=delta,
         mode=mode,
+        threshold_on=threshold_on,
         class_names=class_names,
         method_options=method_options,
     )

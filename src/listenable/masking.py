@@ -10,6 +10,18 @@ percentile):
 * ``hard`` — ``M ≥ θ``.
 * ``soft`` — ``M`` itself, no threshold.
 
+Where θ is taken (``threshold_on``):
+
+* ``"heatmap"`` — over the heatmap's own cells (the rows × time cells the layer produced:
+  for the reference model 128 mel bands × 29 cells), before they are mapped: the 75th
+  percentile keeps the top quarter *of the heatmap*, each cell counting once, as the paper
+  means it. The normalisation's range is the cells' too; the mapped grid (a convex
+  interpolation of the cells) is then thresholded with that θ. The kept share of the linear
+  STFT bins is whatever the hot cells cover: hot low mel bands cover few linear bins.
+* ``"stft"`` — over the bins of the linear STFT grid, after mapping (the first version's
+  rule): every bin counts once, so at high frequencies, where one mel band spans many bins,
+  the cold bins of a nearly flat map fill "the top quarter".
+
 Shapes:
     heatmap, mask   (batch, freq_bins, frames)
     spectrum        (batch, channels, freq_bins, frames)
@@ -21,7 +33,10 @@ import torch
 
 __all__ = [
     "MODES",
+    "THRESHOLD_ON",
     "DEFAULT_DELTA",
+    "DEFAULT_PERCENTILE",
+    "DEFAULT_THRESHOLD_ON",
     "normalise",
     "binarise",
     "heatmap_to_mask",
@@ -33,6 +48,9 @@ __all__ = [
 MODES = ("sigmoid", "hard", "soft")
 DEFAULT_DELTA = 2.0
 DEFAULT_PERCENTILE = 75.0
+#: Where θ is taken: over the heatmap's own cells, or over the linear STFT bins.
+THRESHOLD_ON = ("heatmap", "stft")
+DEFAULT_THRESHOLD_ON = "heatmap"
 
 
 def normalise(heatmap: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +139,15 @@ def heatmap_to_mask(
     delta: float = DEFAULT_DELTA,
     empty: torch.Tensor | None = None,
     inplace: bool = False,
+    cells: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`normalise` then :func:`binarise` in one go: heatmap on the STFT grid
     ``(batch, bins, frames)`` → ``(mask, empty)``, the same values as the two calls.
+
+    ``cells`` ``(batch, ...)``: the heatmap on its own grid, before mapping
+    (``threshold_on="heatmap"``). Then the normalisation's range and θ are taken over the
+    cells, and ``grid`` (their mapping onto the STFT) is thresholded with them; a clip is
+    empty when its cells are flat.
 
     ``empty`` ``(batch,)`` marks more clips to treat as empty (e.g. silent ones); the returned
     ``empty`` adds the flat heatmaps. With ``inplace`` the mask is computed in ``grid``'s
@@ -134,21 +158,48 @@ def heatmap_to_mask(
     # as the mapping returns, is a transposed view) and hand the same view back
     transposed = grid.ndim == 3 and not grid.is_contiguous() and grid.mT.is_contiguous()
     work = grid.mT if transposed else grid
-    out, flat = _normalise_(work if inplace else work.clone())
+    theta = None
+    if cells is None:
+        out, flat = _normalise_(work if inplace else work.clone())
+    else:
+        if len(cells) != len(grid):
+            raise ValueError(
+                f"cells {tuple(cells.shape)} and grid {tuple(grid.shape)} differ in batch"
+            )
+        cells = cells.to(grid.dtype).flatten(1)[:, :, None]  # (batch, n, 1): _normalise_'s 3-D
+        normed_cells, flat = _normalise_(cells.clone())
+        low, high = cells[:, :, 0].amin(dim=1), cells[:, :, 0].amax(dim=1)
+        out, _ = _normalise_(work if inplace else work.clone(), bounds=(low, high, flat))
+        if mode != "soft":
+            theta = percentile(normed_cells, percentile_)[:, None, None]
     empty = flat if empty is None else flat | empty
-    mask = _binarise_(out, mode, percentile_, delta, empty)
+    mask = _binarise_(out, mode, percentile_, delta, empty, theta)
     return (mask.mT if transposed else mask), empty
 
 
-def _check(mode: str, percentile_: float) -> None:
+def _check(mode: str, percentile_: float, threshold_on: str = DEFAULT_THRESHOLD_ON) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown mask mode {mode!r}; choose from {MODES}")
+    if threshold_on not in THRESHOLD_ON:
+        raise ValueError(f"unknown threshold_on {threshold_on!r}; choose from {THRESHOLD_ON}")
     if not 0.0 <= percentile_ <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile_}")
 
 
-def _normalise_(heatmap: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`normalise` in ``heatmap``'s memory."""
+def _normalise_(
+    heatmap: torch.Tensor, eps: float = 1e-12, bounds=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`normalise` in ``heatmap``'s memory; ``bounds = (low, high, empty)`` per clip
+    taken elsewhere (the heatmap's cells) instead of ``heatmap``'s own range, then clamped
+    to [0, 1] (values of the grid outside the cells' range: rows the layer does not see)."""
+    if bounds is not None:
+        low, high, empty = bounds
+        span = high / 2 - low / 2
+        scale = torch.where(empty, torch.ones_like(span), span)
+        heatmap.mul_(0.5).sub_((low / 2)[:, None, None]).div_(scale[:, None, None])
+        heatmap.clamp_(0.0, 1.0)
+        _zero_empty_(heatmap, empty)
+        return heatmap, empty
     flat = heatmap.flatten(1)
     low, high = flat.amin(dim=1), flat.amax(dim=1)  # two vectorised passes beat aminmax on CPU
     # half the range: finite for every finite float32 input (max − min of values beyond
@@ -170,20 +221,21 @@ def _zero_empty_(x: torch.Tensor, empty: torch.Tensor) -> None:
 
 
 def _binarise_(
-    normalised: torch.Tensor, mode: str, percentile_: float, delta: float, empty
+    normalised: torch.Tensor, mode: str, percentile_: float, delta: float, empty, theta=None
 ) -> torch.Tensor:
-    """:func:`binarise` in ``normalised``'s memory (``hard`` returns a new tensor).
+    """:func:`binarise` in ``normalised``'s memory (``hard`` returns a new tensor); ``theta``
+    ``(batch, 1, 1)`` taken elsewhere (the heatmap's cells) instead of ``normalised``'s own.
 
     Bins at the floor (normalised value 0: no evidence at all) are always masked out. Without
     this, a heatmap that is zero on more than ``100 − percentile`` % of the grid (common: the
     CAM's ReLU zeros a whole region) has θ = 0, and the sigmoid would pass every zero bin at
     0.5 (``hard`` would keep everything): the listenable output would be the whole clip.
     """
-    if mode == "hard":
+    if mode != "soft" and theta is None:
         theta = percentile(normalised, percentile_)[:, None, None]
+    if mode == "hard":
         mask = ((normalised >= theta) & (normalised > 0)).to(normalised.dtype)
     elif mode == "sigmoid":
-        theta = percentile(normalised, percentile_)[:, None, None]
         floor = normalised <= 0
         slope = min(10.0**delta, 1e30)  # beyond, inf * 0 on a bin at θ would be NaN
         mask = normalised.sub_(theta).mul_(slope).sigmoid_()

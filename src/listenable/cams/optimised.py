@@ -50,7 +50,14 @@ from torch import nn
 
 from listenable.cams.base import CAM, CAMResult, frozen_parameters
 from listenable.cams.multiscale import MultiScaleCAM
-from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, MODES, percentile
+from listenable.masking import (
+    DEFAULT_DELTA,
+    DEFAULT_PERCENTILE,
+    DEFAULT_THRESHOLD_ON,
+    MODES,
+    THRESHOLD_ON,
+    percentile,
+)
 
 __all__ = ["OptimisedMask"]
 
@@ -64,8 +71,8 @@ class OptimisedMask(CAM):
         model, layer: as every CAM; ``layer`` is the multi-scale method's top layer.
         projection: the explainer's :class:`~listenable.projection.Projection` (front end
             and listening STFT); :class:`~listenable.explain.Explainer` passes its own.
-        percentile, delta, mode: the mask the listenable output gets (the explainer
-            passes its own).
+        percentile, delta, mode, threshold_on: the mask the listenable output gets (the
+            explainer passes its own).
         steps: most edit steps per clip (each one forward and one backward pass).
         step_size: ``η``, the largest change of a map value in one step.
         margin: the logit lead over the runner-up a clip must reach to stop.
@@ -90,6 +97,7 @@ class OptimisedMask(CAM):
         percentile: float = DEFAULT_PERCENTILE,
         delta: float = DEFAULT_DELTA,
         mode: str = "sigmoid",
+        threshold_on: str = DEFAULT_THRESHOLD_ON,
         steps: int = 20,
         step_size: float = 0.3,
         margin: float = 0.5,
@@ -105,6 +113,9 @@ class OptimisedMask(CAM):
             )
         if mode not in MODES:
             raise ValueError(f"unknown mask mode {mode!r}; choose from {MODES}")
+        if threshold_on not in THRESHOLD_ON:
+            raise ValueError(f"unknown threshold_on {threshold_on!r}; choose from {THRESHOLD_ON}")
+        self.threshold_on = threshold_on
         self.start = MultiScaleCAM(model, layer, fill=fill, **(multiscale_options or {}))
         self.geometry = self.start.geometry
         if projection is None:
@@ -124,14 +135,16 @@ class OptimisedMask(CAM):
         """The listenable output's mask ``(batch, bins, frames)`` of the map ``z``, with the
         gradient of a ``soft_slope`` sigmoid (straight-through)."""
         grid = self.projection(z, self.geometry, frames)
-        flat = grid.detach().flatten(1)
+        on_cells = self.threshold_on == "heatmap"
+        flat = (z if on_cells else grid).detach().flatten(1)
         low = flat.amin(dim=1)[:, None, None]
         span = (flat.amax(dim=1)[:, None, None] - low).clamp_min(1e-12)
-        normed = (grid - low) / span
+        normed = ((grid - low) / span).clamp(0.0, 1.0)
         floor = normed.detach() <= 0
         if self.mode == "soft":
             return normed.masked_fill(floor, 0.0)
-        theta = percentile(normed.detach(), self.percentile)[:, None, None]
+        over = ((z.detach() - low) / span) if on_cells else normed.detach()
+        theta = percentile(over, self.percentile)[:, None, None]
         if self.mode == "hard":
             real = (normed.detach() >= theta).to(normed.dtype)
         else:

@@ -53,7 +53,7 @@ def add_model_options(p: argparse.ArgumentParser, *, layer: bool = True) -> None
 
 
 def add_mask_options(p: argparse.ArgumentParser) -> None:
-    from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE
+    from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, DEFAULT_THRESHOLD_ON
 
     p.add_argument("--method", default="gradcam", help="attribution method (default gradcam)")
     p.add_argument(
@@ -66,6 +66,12 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         "--delta", type=float, default=DEFAULT_DELTA, help="sigmoid slope 10^δ (default 2)"
     )
     p.add_argument("--mode", choices=("sigmoid", "hard", "soft"), default="sigmoid")
+    p.add_argument(
+        "--threshold-on",
+        choices=("heatmap", "stft"),
+        default=DEFAULT_THRESHOLD_ON,
+        help="take θ over the heatmap's own cells (default) or over the linear STFT bins",
+    )
 
 
 def mask_settings(args) -> dict:
@@ -76,6 +82,7 @@ def mask_settings(args) -> dict:
         "percentile": args.percentile,
         "delta": args.delta,
         "mode": args.mode,
+        "threshold_on": args.threshold_on,
     }
 
 

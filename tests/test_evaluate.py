@@ -212,16 +212,28 @@ def test_evaluate_end_to_end(scenes_and_checkpoint, tmp_path):
         assert 0.0 <= row["event_precision"] <= 1.0
         assert 0.0 <= row["tf_iou"] <= 1.0
         assert row["time_smear"] > 0
+        assert 0.0 <= row["pointing_game"] <= 1.0
+        # every variant is there; the shuffled mask keeps the mask's values, so its
+        # sparseness-free metrics stay in range too
+        for key in ("AI", "AD", "AG"):
+            assert 0.0 <= row[f"{key}_soft"] <= 100.0 and 0.0 <= row[f"{key}_shuffled"] <= 100.0
+        for key in ("fid_in_soft", "fid_in_shuffled", "event_precision_shuffled"):
+            assert 0.0 <= row[key] <= 1.0, key
+        # segment AUC: None only if every clip's segments are all event or all background
+        assert row["segment_auc"] is None or 0.0 <= row["segment_auc"] <= 1.0
     for name, rows in on_disk["sanity"].items():
         assert [set(r) for r in rows] == [{"stage", "spearman", "ssim"}] * 6, name
     assert list(on_disk["sanity"]) == ["gradcam"]
     s = on_disk["settings"]
     assert s["clips"] == 2 and s["steps"] == 2 and s["ground_truth"] is True
+    assert s["apply_to"] == "audio" and s["events_annotated"] is True
+    assert set(s["metrics"]) <= set(METRICS) and s["variants"].keys() == {"soft", "shuffled"}
     assert len(s["clip_list"]) == 2
     assert calls and calls[-1][0] == calls[-1][1]  # progress reaches its total
     assert not on_disk["errors"]
     md = (out / "results.md").read_text()
     assert "| method | AI ↑ | AD ↓" in md and "gradcam" in md and "random order" in md
+    assert "| method | AI_soft ↑" in md and "event_precision_shuffled ↑" in md
 
 
 def test_evaluate_cli_without_ground_truth(scenes_and_checkpoint, tmp_path, capsys):
@@ -255,6 +267,12 @@ def test_evaluate_cli_without_ground_truth(scenes_and_checkpoint, tmp_path, caps
             "all",
             "--device",
             "cpu",
+            "--apply-to",
+            "features",
+            "--threshold-on",
+            "stft",
+            "--percentile",
+            "80",
         ]
     )
     assert args.func(args) == 0
@@ -263,7 +281,11 @@ def test_evaluate_cli_without_ground_truth(scenes_and_checkpoint, tmp_path, caps
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     row = results["methods"]["gradcam"]
     assert row["event_recall"] is None and row["time_smear"] is None
-    assert row["AD"] is not None
+    assert row["AD"] is not None and row["AD_soft"] is not None
+    assert row["pointing_game"] is None and row["event_precision_shuffled"] is None
+    s = results["settings"]
+    assert s["apply_to"] == "features" and s["events_annotated"] is False
+    assert s["mask"]["threshold_on"] == "stft" and s["mask"]["percentile"] == 80.0
     assert results["sanity"] == {} and (tmp_path / "out" / "sanity.png").is_file()
 
 
@@ -273,3 +295,9 @@ def test_evaluate_rejects_unknown_method(scenes_and_checkpoint, tmp_path):
     data, ckpt = scenes_and_checkpoint
     with pytest.raises(ValueError, match="unknown method"):
         evaluate(data, tmp_path, checkpoint=ckpt, methods=["nope"])
+    with pytest.raises(ValueError, match="apply_to"):
+        evaluate(data, tmp_path, checkpoint=ckpt, methods=["gradcam"], apply_to="mel")
+    with pytest.raises(ValueError, match="mask mode"):  # before the model is even loaded
+        evaluate(data, tmp_path, checkpoint=ckpt, methods=["gradcam"], mode="binary")
+    with pytest.raises(ValueError, match="percentile"):
+        evaluate(data, tmp_path, checkpoint=ckpt, methods=["gradcam"], percentile=120)

@@ -63,12 +63,17 @@ def test_sparseness_gini_by_hand():
     assert sparseness(torch.zeros(1, 4)).item() == pytest.approx(0.0, abs=1e-6)
     # [1, 2, 3, 4]: Σ(2i-n-1)a_i = -3 - 2 + 3 + 12 = 10; n Σa = 40
     assert sparseness(torch.tensor([[4.0, 1.0, 3.0, 2.0]])).item() == pytest.approx(0.25, abs=1e-6)
-    # against the Quantus formula in numpy, per clip of a batch of 2-D maps
+    # a scale does not change it (Quantus divides by the maximum before its epsilon)
+    assert sparseness(torch.tensor([[40.0, 10.0, 30.0, 20.0]])).item() == pytest.approx(
+        0.25, abs=1e-6
+    )
+    # against the Quantus formula in numpy, per clip of a batch of 2-D maps (Quantus' own
+    # functions: tests/test_evaluation_quantus.py)
     rng = np.random.default_rng(0)
-    maps = rng.random((3, 5, 7)) ** 3
+    maps = 5 * rng.random((3, 5, 7)) ** 3
     ours = sparseness(torch.from_numpy(maps), reduction="none").numpy()
     for m, value in zip(maps, ours):
-        a = np.sort(np.abs(m.ravel()) + 1e-7)
+        a = np.sort(np.abs(m.ravel()) / np.abs(m).max() + 1e-7)
         n = a.size
         ref = np.sum((2 * np.arange(1, n + 1) - n - 1) * a) / (n * np.sum(a))
         assert value == pytest.approx(ref, rel=1e-9)
@@ -213,6 +218,23 @@ def test_real_pipeline_end_points(model10, clip):
     )
     torch.testing.assert_close(p_m, probs, atol=1e-4, rtol=0)
     torch.testing.assert_close(p_inv, silent, atol=1e-6, rtol=0)
+    # on the classifier's input spectrum: no inverse STFT, so a mask of ones is the clip
+    # itself: the same features, through other float32 kernels (channels-last, another batch
+    # composition): logits agree to ~1e-6 of their size, probabilities to well below 1e-5
+    f_m, f_inv = masked_probabilities(
+        explainer,
+        spec,
+        torch.ones(spec.shape[:1] + spec.shape[2:]),
+        48_000,
+        apply_to="features",
+    )
+    torch.testing.assert_close(f_m, probs, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        zero_feats = explainer.front_end.from_stft(torch.zeros_like(spec))
+        p_zero = torch.softmax(model10(zero_feats), dim=1)
+    torch.testing.assert_close(f_inv, p_zero, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="apply_to"):
+        pipeline_probabilities(explainer, spec, 48_000, apply_to="mel")
     target = probs.argmax(dim=1)
     attribution = torch.rand(spec.shape[:1] + spec.shape[2:])
     res = deletion_insertion(explainer, spec, attribution, target, 48_000, steps=2)

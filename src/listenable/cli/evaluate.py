@@ -1,14 +1,16 @@
-"""``listenable evaluate DATA --out DIR``: faithfulness, deletion/insertion, sanity and
-ground truth of every attribution method (:func:`listenable.evaluation.run.evaluate`)."""
+"""``listenable evaluate DATA --out DIR``: faithfulness, deletion/insertion, sanity, ground
+truth and localisation of every attribution method (:func:`listenable.evaluation.run.evaluate`)."""
 
 from __future__ import annotations
 
 from listenable.cli import common
-from listenable.evaluation.metrics import BASELINES
+from listenable.evaluation.metrics import APPLY_TO, BASELINES
 from listenable.evaluation.run import TARGETS
 
 
 def add_parser(sub) -> None:
+    from listenable.masking import MODES
+
     p = sub.add_parser(
         "evaluate",
         help="measure explanations: faithfulness, deletion/insertion, sanity, ground truth",
@@ -24,6 +26,21 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
     p.add_argument("--baseline", choices=BASELINES, default="zero", help="what removed bins become")
     p.add_argument("--target", choices=TARGETS, default="predicted", help="class to explain")
+    p.add_argument(
+        "--apply-to",
+        choices=APPLY_TO,
+        default="audio",
+        help="mask the re-synthesised audio (default) or the classifier's input spectrum",
+    )
+    mask = p.add_argument_group("mask (default: the explainer's)")
+    mask.add_argument("--percentile", type=float, help="θ = this percentile of the heatmap")
+    mask.add_argument("--delta", type=float, help="sigmoid slope 10^δ")
+    mask.add_argument("--mode", choices=MODES)
+    mask.add_argument(
+        "--threshold-on",
+        choices=("heatmap", "stft"),
+        help="take θ over the heatmap's own cells or over the linear STFT bins",
+    )
     p.add_argument(
         "--sanity-clips", type=int, default=2, help="clips for the sanity check (0 = skip)"
     )
@@ -56,6 +73,11 @@ def run(args) -> int:
         steps=args.steps,
         baseline=args.baseline,
         target=args.target,
+        apply_to=args.apply_to,
+        percentile=args.percentile,
+        delta=args.delta,
+        mode=args.mode,
+        threshold_on=args.threshold_on,
         sanity_clips=args.sanity_clips,
         sanity_methods=(
             [m.strip() for m in args.sanity_methods.split(",") if m.strip()]

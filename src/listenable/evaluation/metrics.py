@@ -13,12 +13,24 @@ Every metric returns one value per clip (``reduction="none"``) or their mean
 * ``AG  = relu(p_c(M⊙x) − p_c(x)) / (1 − p_c(x)) · 100``    (average gain, ↑)
 * ``FF  = p_c(x) − p_c((1−M)⊙x)``, in probability units       (faithfulness, ↑)
 * ``Fid-In = 𝟙[argmax p(M⊙x) = argmax p(x)]``, in [0, 1]      (input fidelity, ↑)
-* ``SPS``: Gini index of ``|M|`` (Quantus ``Sparseness``): with the ``n`` values sorted
-  ascending, ``Σ_i (2i − n − 1) a_i / (n Σ a_i)``, ``a = |M| + 1e-7`` (Quantus' epsilon,
-  so an all-zero map counts as uniform: 0).                     (sparseness, ↑)
+* ``SPS``: Gini index of ``|M|`` (Quantus ``Sparseness`` with its defaults, as L-MAC's
+  recipe calls it): ``|M|`` divided by its maximum (Quantus' ``normalise_by_max``, per
+  clip), then with the ``n`` values sorted ascending, ``Σ_i (2i − n − 1) a_i / (n Σ a_i)``,
+  ``a = |M| / max|M| + 1e-7`` (Quantus' epsilon, so an all-zero map counts as uniform: 0).
+                                                                (sparseness, ↑)
 * ``COMP``: entropy (natural log) of ``|M| / Σ|M|`` (Quantus ``Complexity``); an all-zero
-  map counts as uniform (``log n``).                            (complexity, ↓)
+  map counts as uniform (``log n``; Quantus refuses such a map). (complexity, ↓)
 * Deletion / insertion (RISE, Petsiuk et al. 2018) over the TF bins: :func:`deletion_insertion`.
+
+Where the mask is applied (``apply_to``, :data:`APPLY_TO`): ``"audio"`` (the default, the
+definition above: mask the STFT, invert, run the whole pipeline again) or ``"features"``
+(the classifier's input spectrum: the front end's features are computed straight from the
+masked listening STFT, ``|M ⊙ X|^power`` before the filterbank, without the inverse STFT;
+only for models whose front end :meth:`~listenable.frontends.FrontEnd.shares_stft` with
+the listening STFT, see :func:`check_apply_to`).
+
+The floor every metric is read against: :func:`shuffle_bins` permutes a mask's values over
+the TF bins of each clip (same values, same area, no location).
 
 Shapes:
     probabilities          (batch, n_classes)  or, for p_c, (batch,)
@@ -28,6 +40,7 @@ Shapes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,10 +63,15 @@ __all__ = [
     "BASELINES",
     "baseline_spectrum",
     "attribution_ranks",
+    "APPLY_TO",
+    "check_apply_to",
+    "shuffle_bins",
 ]
 
 #: What a removed TF bin becomes, and where insertion starts (see :func:`deletion_insertion`).
 BASELINES = ("zero", "blur")
+#: Where a mask is applied for the re-run (see the module docstring).
+APPLY_TO = ("audio", "features")
 _EPS = 1e-12
 
 
@@ -118,8 +136,11 @@ def fid_in(
 
 def sparseness(mask: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """SPS: Gini index of ``|mask|`` per clip, ``(batch, ...)`` → ``(batch,)``; 0 = uniform,
-    → 1 = all weight on one bin (Quantus ``Sparseness``, Chalasani et al. 2020)."""
-    a = mask.detach().flatten(1).abs().double() + 1e-7
+    → 1 = all weight on one bin (Quantus ``Sparseness``, Chalasani et al. 2020: each clip
+    divided by its maximum first, then Quantus' ``1e-7`` added)."""
+    a = mask.detach().flatten(1).abs().double()
+    peak = a.amax(dim=1, keepdim=True)
+    a = torch.where(peak > 0, a / torch.where(peak > 0, peak, 1.0), a) + 1e-7
     a, _ = a.sort(dim=1)
     n = a.shape[1]
     i = torch.arange(1, n + 1, dtype=torch.float64, device=a.device)
@@ -151,21 +172,53 @@ def model_probabilities(explainer, inputs: torch.Tensor) -> torch.Tensor:
     return explainer.model.probabilities(logits)
 
 
+def check_apply_to(explainer, apply_to: str) -> None:
+    """Raise ``ValueError`` unless ``apply_to`` is one of :data:`APPLY_TO` and the
+    explainer's model can take it: ``"features"`` needs a model that takes features (not the
+    waveform) from a front end that :meth:`~listenable.frontends.FrontEnd.shares_stft` with
+    the listening STFT, so that the masked spectrum *is* the classifier's input spectrum."""
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"apply_to must be one of {APPLY_TO}, got {apply_to!r}")
+    if apply_to == "audio":
+        return
+    model = explainer.model
+    if getattr(model, "input", "features") != "features" or not model.front_end.shares_stft(
+        explainer.listening
+    ):
+        raise ValueError(
+            f"apply_to='features' masks the classifier's input spectrum, but {model.name!r} "
+            "computes its features from a spectrum other than the listening STFT (or takes "
+            "the waveform); use apply_to='audio'"
+        )
+
+
 @torch.no_grad()
 def pipeline_probabilities(
-    explainer, spectra: torch.Tensor, length: int, *, batch_size: int = 8
+    explainer,
+    spectra: torch.Tensor,
+    length: int,
+    *,
+    batch_size: int = 8,
+    apply_to: str = "audio",
 ) -> torch.Tensor:
-    """Invert ``spectra (n, channels, bins, frames)`` to ``length`` samples and run the whole
-    pipeline again (front end → model): probabilities ``(n, n_classes)``, float32.
+    """Probabilities ``(n, n_classes)`` float32 of the model on the clips whose listening STFT
+    is ``spectra (n, channels, bins, frames)``, ``length`` samples each.
 
-    ``explainer`` is a :class:`listenable.explain.Explainer` (its ``listening`` STFT,
-    ``model``, ``model_input`` and ``autocast`` are used); the forward runs in chunks of
-    ``batch_size``.
+    ``apply_to="audio"``: invert the spectra and run the whole pipeline again (front end →
+    model). ``"features"``: the front end's features straight from the spectra (no inverse
+    STFT; see :func:`check_apply_to`). ``explainer`` is a
+    :class:`listenable.explain.Explainer` (its ``listening`` STFT, ``model``, ``front_end``,
+    ``model_input`` and ``autocast`` are used); the forward runs in chunks of ``batch_size``.
     """
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"apply_to must be one of {APPLY_TO}, got {apply_to!r}")
     out = []
     for chunk in spectra.split(max(1, int(batch_size))):
-        wave = explainer.listening.istft(chunk, length)
-        out.append(model_probabilities(explainer, explainer.model.inputs(wave)))
+        if apply_to == "features":
+            inputs = explainer.front_end.from_stft(chunk)
+        else:
+            inputs = explainer.model.inputs(explainer.listening.istft(chunk, length))
+        out.append(model_probabilities(explainer, inputs))
     return torch.cat(out)
 
 
@@ -176,6 +229,7 @@ def masked_probabilities(
     length: int,
     *,
     batch_size: int = 8,
+    apply_to: str = "audio",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(p(M⊙x), p((1−M)⊙x))``, each ``(batch, n_classes)``, from one batched re-run.
 
@@ -184,11 +238,34 @@ def masked_probabilities(
         spectrum: complex STFT of the clips ``(batch, channels, bins, frames)``.
         mask: ``(batch, bins, frames)`` in [0, 1], shared by the channels.
         length: samples of the clips (for the inverse STFT).
+        apply_to: ``"audio"`` or ``"features"`` (:func:`pipeline_probabilities`).
     """
     variants = torch.cat([apply_mask(spectrum, mask), apply_mask(spectrum, 1 - mask)])
-    probs = pipeline_probabilities(explainer, variants, length, batch_size=batch_size)
+    probs = pipeline_probabilities(
+        explainer, variants, length, batch_size=batch_size, apply_to=apply_to
+    )
     batch = spectrum.shape[0]
     return probs[:batch], probs[batch:]
+
+
+def shuffle_bins(
+    maps: torch.Tensor | Sequence[torch.Tensor], generator: torch.Generator | None = None
+):
+    """The values of each clip's map permuted at random over its TF bins: the floor a
+    metric is read against (same values, hence the same area and the same Gini index, but
+    no location). ``maps`` is one ``(batch, bins, frames)`` tensor or several of that shape,
+    which then get the *same* permutation per clip (a mask and its attribution stay paired).
+    The permutations are drawn on the CPU from ``generator`` (one per clip)."""
+    single = isinstance(maps, torch.Tensor)
+    maps = [maps] if single else list(maps)
+    shape = maps[0].shape
+    if any(m.shape != shape for m in maps):
+        raise ValueError(f"maps of different shapes {[tuple(m.shape) for m in maps]}")
+    batch = shape[0]
+    n = maps[0][0].numel() if batch else 0
+    perm = torch.rand(batch, n, generator=generator).argsort(dim=1).to(maps[0].device)
+    out = [m.reshape(batch, n).gather(1, perm).reshape(shape) for m in maps]
+    return out[0] if single else out
 
 
 # --------------------------------------------------------------------------- deletion/insertion
@@ -250,6 +327,7 @@ def deletion_insertion(
     p_empty: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     batch_size: int = 8,
+    apply_to: str = "audio",
 ) -> DeletionInsertion:
     """RISE deletion and insertion over the TF bins of the STFT.
 
@@ -265,6 +343,8 @@ def deletion_insertion(
     inner points of every clip are one batched re-run (chunks of ``batch_size``).
 
     A random ``attribution`` (``torch.rand``) gives the reference a method must beat.
+    ``apply_to="features"`` feeds the variants to the front end without the inverse STFT
+    (:func:`pipeline_probabilities`).
 
     Args:
         spectrum: complex ``(batch, channels, bins, frames)``.
@@ -285,7 +365,11 @@ def deletion_insertion(
     ends = []
     if p_full is None or p_empty is None:
         ends = pipeline_probabilities(
-            explainer, torch.cat([spectrum, base]), length, batch_size=batch_size
+            explainer,
+            torch.cat([spectrum, base]),
+            length,
+            batch_size=batch_size,
+            apply_to=apply_to,
         )
         ends = ends.gather(1, target.repeat(2)[:, None])[:, 0]
     p_full = ends[:batch] if p_full is None else torch.as_tensor(p_full).to(spectrum.device)
@@ -312,7 +396,11 @@ def deletion_insertion(
                     )
                 probs.append(
                     pipeline_probabilities(
-                        explainer, torch.stack(variants), length, batch_size=chunk
+                        explainer,
+                        torch.stack(variants),
+                        length,
+                        batch_size=chunk,
+                        apply_to=apply_to,
                     )
                 )
             p_c = torch.cat(probs)[:, int(target[i])]

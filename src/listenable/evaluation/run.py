@@ -1,36 +1,45 @@
 """``evaluate``: measure every attribution method on a data split, write results and figures.
 
 For each clip (an evenly spread subset of the split when ``max_clips`` is set) and method,
-the explanation is computed once (:meth:`listenable.explain.Explainer.masks`) and:
+the explanation is computed once (:meth:`listenable.explain.Explainer.masks`), giving two
+maps on the listening STFT grid:
 
-* **faithfulness** with the mask ``M`` (the listenable output's mask: sigmoid at the 75th
-  percentile, so every method keeps about the same 25 % of the TF bins): AI, AD, AG, FF,
-  Fid-In from one batched re-run of ``M⊙x`` and ``(1−M)⊙x``
-  (:mod:`listenable.evaluation.metrics`);
-* **deletion / insertion** (RISE) in ``steps`` steps, ordered by the attribution = the
-  heatmap mapped to the STFT grid and min-max normalised; the method-independent end
-  points and a random-order reference are computed once per clip;
-* **SPS / COMP** on that attribution (the continuous map, i.e. the mask in ``soft`` mode:
-  the thresholded mask has a fixed area by construction, so its Gini index would say
-  little);
-* **ground truth** (synthetic scenes only, where the data root has ``events.csv`` and
-  ``scenes.json``; the events are rendered again) with the mask ``M``: event recall,
-  precision, TF IoU, time smear against the annotated event frames
-  (:mod:`listenable.evaluation.groundtruth`), on the clips whose explained class is their
-  labelled class (the signature events are evidence for that class only; with
-  ``target="predicted"`` the misclassified clips are left out);
-* **sanity** (cascading randomisation) on ``sanity_clips`` clips for the methods in
-  ``sanity_methods`` (default: all but the multi-pass ones, :data:`COSTLY_FOR_SANITY`).
+* the **mask** ``M``, the listenable output's (the explainer's ``mode``, ``percentile``,
+  ``delta``, ``threshold_on``; by default the sigmoid at the 75th percentile, i.e.
+  binarised);
+* the **attribution**: the heatmap mapped to the STFT grid and min-max normalised per clip
+  (the continuous map; the mask of ``mode="soft"``).
 
-Cost per clip and method: the explanation, plus ``2 + 2 (steps − 1)`` forward passes of
-the pipeline (32 for 16 steps), in chunks of ``batch_size``. The outputs in ``out_dir``:
-``results.json``, ``results.md`` (methods × metrics), ``metrics.png``, ``sanity.png``;
-every file is written atomically. Library code logs; ``progress(done, total)`` is called
-after every (batch, method) and every sanity (stage, method).
+Every metric of the registry (:mod:`listenable.evaluation.registry`) is computed from them:
+faithfulness (AI, AD, AG, FF, Fid-In) with ``M``, deletion/insertion ordered by the
+attribution, SPS/COMP of the attribution, ground truth with ``M`` and localisation (pointing
+game, segment ROC-AUC) of the attribution; and each metric's variants: ``_soft``
+(faithfulness with the attribution as the mask) and ``_shuffled`` (the floor: ``M`` and the
+attribution with their values permuted over the TF bins, :func:`~listenable.evaluation.
+metrics.shuffle_bins`). The masked clips are re-synthesised and run through the whole
+pipeline (``apply_to="audio"``), or their features computed from the masked spectrum
+(``"features"``, :func:`~listenable.evaluation.metrics.check_apply_to`).
+
+Ground truth (synthetic scenes): with ``events.csv``, the signature events' boxes (pointing
+game, segment AUC); with ``scenes.json`` too, their audio rendered again (event recall,
+precision, TF IoU, time smear; :mod:`listenable.evaluation.groundtruth`). Both only on the
+clips whose explained class is their labelled class (the signature events are evidence
+for that class only; with ``target="predicted"`` the misclassified clips are left out).
+Sanity (cascading randomisation) runs on ``sanity_clips`` clips for the methods in
+``sanity_methods`` (default: all but the multi-pass ones, :data:`COSTLY_FOR_SANITY`).
+
+Cost per clip and method: the explanation, plus ``2 (steps − 1)`` forward passes for
+deletion/insertion and 2 for each of the mask, its soft and its shuffled variant (36 for
+16 steps), in chunks of ``batch_size``; per clip once: the random-order reference and the
+baseline. The outputs in ``out_dir``: ``results.json``, ``results.md``, ``metrics.png``,
+``sanity.png`` (:mod:`listenable.evaluation.report`); every file is written atomically.
+Library code logs; ``progress(done, total)`` is called after every (batch, method) and every
+sanity (stage, method).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -41,66 +50,51 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from listenable.atomic import atomic_path, write_json, write_text
+from listenable.atomic import write_json, write_text
 from listenable.errors import DatasetError
 from listenable.evaluation import groundtruth as gt
+from listenable.evaluation import localisation as loc
+from listenable.evaluation import registry
 from listenable.evaluation.metrics import (
+    APPLY_TO,
     BASELINES,
-    average_drop,
-    average_gain,
-    average_increase,
     baseline_spectrum,
-    complexity,
+    check_apply_to,
     deletion_insertion,
-    faithfulness,
-    fid_in,
     masked_probabilities,
     model_probabilities,
     pipeline_probabilities,
-    sparseness,
+    shuffle_bins,
 )
+from listenable.evaluation.registry import (
+    DIRECTIONS,
+    METRICS,
+    REGISTRY,
+    VARIANTS,
+    Inputs,
+    metric_keys,
+    needs_of,
+)
+from listenable.evaluation.report import markdown_table, metrics_figure, sanity_figure
 from listenable.evaluation.sanity import cascading_randomisation, randomisation_stages
 
-__all__ = ["evaluate", "METRICS", "DIRECTIONS", "COSTLY_FOR_SANITY", "TARGETS", "markdown_table"]
+__all__ = [
+    "evaluate",
+    "METRICS",
+    "DIRECTIONS",
+    "COSTLY_FOR_SANITY",
+    "TARGETS",
+    "MASK_OPTIONS",
+    "markdown_table",
+]
 
 log = logging.getLogger(__name__)
 
-#: Metric keys of ``results.json``, in table order.
-METRICS = (
-    "AI",
-    "AD",
-    "AG",
-    "FF",
-    "fid_in",
-    "deletion_auc",
-    "insertion_auc",
-    "sps",
-    "comp",
-    "event_recall",
-    "event_precision",
-    "tf_iou",
-    "time_smear",
-)
-#: Which way is better ("time_smear": 1 is ideal, more is smear).
-DIRECTIONS = {
-    "AI": "↑",
-    "AD": "↓",
-    "AG": "↑",
-    "FF": "↑",
-    "fid_in": "↑",
-    "deletion_auc": "↓",
-    "insertion_auc": "↑",
-    "sps": "↑",
-    "comp": "↓",
-    "event_recall": "↑",
-    "event_precision": "↑",
-    "tf_iou": "↑",
-    "time_smear": "→1",
-}
-_GROUND_TRUTH = ("event_recall", "event_precision", "tf_iou", "time_smear")
 #: Methods left out of the sanity check by default: each explanation costs many passes.
 COSTLY_FOR_SANITY = frozenset({"scorecam", "integrated_gradients", "smoothgrad"})
 TARGETS = ("predicted", "label")
+#: Mask options of :class:`~listenable.explain.Explainer` that :func:`evaluate` passes on.
+MASK_OPTIONS = ("percentile", "delta", "mode", "threshold_on")
 
 
 def _spread(n: int, k: int | None) -> list[int]:
@@ -149,6 +143,32 @@ def _resolve_methods(methods: Sequence[str] | str | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
+def _mask_options(percentile, delta, mode, threshold_on) -> dict:
+    """The mask options given (not None), checked against the Explainer's signature."""
+    from listenable.explain import Explainer
+
+    given = {
+        k: v for k, v in zip(MASK_OPTIONS, (percentile, delta, mode, threshold_on)) if v is not None
+    }
+    accepted = inspect.signature(Explainer).parameters
+    missing = [k for k in given if k not in accepted]
+    if missing:
+        raise ValueError(f"this listenable's Explainer does not take {missing}")
+    # fail before the model is loaded and probed (the Explainer checks them again)
+    from listenable import masking
+
+    masking.binarise(
+        torch.zeros(1, 2, 2),
+        mode=given.get("mode", "sigmoid"),
+        percentile_=given.get("percentile", masking.DEFAULT_PERCENTILE),
+        delta=given.get("delta", masking.DEFAULT_DELTA),
+    )
+    choices = getattr(masking, "THRESHOLD_ON", None)
+    if "threshold_on" in given and choices is not None and given["threshold_on"] not in choices:
+        raise ValueError(f"unknown threshold_on {given['threshold_on']!r}; choose from {choices}")
+    return given
+
+
 def evaluate(
     dataset_root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -163,6 +183,12 @@ def evaluate(
     steps: int = 16,
     baseline: str = "zero",
     target: str = "predicted",
+    apply_to: str = "audio",
+    percentile: float | None = None,
+    delta: float | None = None,
+    mode: str | None = None,
+    threshold_on: str | None = None,
+    segment_s: float = loc.SEGMENT_S,
     sanity_clips: int = 2,
     sanity_methods: Sequence[str] | None = None,
     seed: int = 0,
@@ -186,21 +212,28 @@ def evaluate(
         baseline: what removed TF bins become (``"zero"`` or ``"blur"``, see
             :func:`listenable.evaluation.metrics.baseline_spectrum`).
         target: explain the ``"predicted"`` class or the ``"label"``.
+        apply_to: ``"audio"`` (mask the listening STFT, re-synthesise, run the whole
+            pipeline) or ``"features"`` (mask the classifier's input spectrum; front ends
+            that share the listening STFT only).
+        percentile, delta, mode, threshold_on: the mask, passed to every
+            :class:`~listenable.explain.Explainer` (``None``: the Explainer's default).
+        segment_s: segment length of the segment ROC-AUC (seconds).
         sanity_clips: clips for the cascading randomisation (0 = skip it).
         sanity_methods: methods for it (default: the evaluated ones but
             :data:`COSTLY_FOR_SANITY`).
-        seed: for tie-breaking, the random-order reference and the re-initialisation.
+        seed: for tie-breaking, the random-order reference, the shuffled floor and the
+            re-initialisation.
         progress: ``progress(done, total)`` callback.
 
     Returns:
-        The ``results.json`` content: ``{"methods": {name: {metric: mean}}, "sanity":
+        The ``results.json`` content: ``{"methods": {name: {key: mean}}, "sanity":
         {name: [{"stage", "spearman", "ssim"}]}, "reference": {...}, "settings": {...},
-        "timing": {...}, "errors": {name: message}}``; a metric is ``None`` where it could
-        not be computed (ground truth without ``events.csv``).
+        "timing": {...}, "errors": {name: message}}`` with the keys :data:`METRICS` (the
+        registry's metrics, then their ``_soft`` and ``_shuffled`` variants); a value is
+        ``None`` where it could not be computed (ground truth without ``events.csv``).
     """
     from listenable.data import open_dataset
     from listenable.explain import Explainer
-    from listenable.masking import normalise
     from listenable.models import Explainable
     from listenable.models.spec import load_model
 
@@ -209,8 +242,11 @@ def evaluate(
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"apply_to must be one of {APPLY_TO}, got {apply_to!r}")
     if batch_size < 1 or steps < 1:
         raise ValueError(f"batch_size and steps must be >= 1, got {batch_size}, {steps}")
+    mask_options = _mask_options(percentile, delta, mode, threshold_on)
     methods = _resolve_methods(methods)
     sanity_list = (
         [m for m in methods if m not in COSTLY_FOR_SANITY]
@@ -224,6 +260,8 @@ def evaluate(
     model.n_classes  # noqa: B018 (names the classes of a model that has none)
     class_names = list(model.class_names)
     listening = model.listening
+    explainers = {m: Explainer(model, method=m, **mask_options) for m in methods}
+    check_apply_to(_any(explainers), apply_to)
     dataset = open_dataset(root, split=split)
     dataset.front_end = model.front_end.cpu()
     indices = _spread(len(dataset), max_clips)
@@ -239,13 +277,20 @@ def evaluate(
             f"{root}: target='label' but some clips are unlabelled or labelled outside the "
             f"checkpoint's classes {class_names}; use target='predicted'"
         )
-    has_truth = (
-        root.is_dir() and (root / "events.csv").is_file() and (root / "scenes.json").is_file()
-    )
-    explainers = {m: Explainer(model, method=m) for m in methods}
-    generator = torch.Generator().manual_seed(seed)
+    needed = needs_of()  # what the registered metrics need, together
+    has_events = root.is_dir() and (root / "events.csv").is_file()
+    has_truth = has_events and (root / "scenes.json").is_file()
+    annotations = {}
+    if has_events and "boxes" in needed:
+        from listenable.data.scenes import load_events
 
-    per_clip: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in methods}
+        annotations = load_events(root)
+    generator = torch.Generator().manual_seed(seed)
+    shuffler = torch.Generator().manual_seed(seed)
+
+    per_clip: dict[str, dict[str, list[float]]] = {
+        m: {k: [] for k in registry.METRICS} for m in methods
+    }
     reference: dict[str, list[float]] = {"deletion_auc": [], "insertion_auc": [], "p_empty": []}
     errors: dict[str, str] = {}
     seconds = dict.fromkeys(methods, 0.0)
@@ -269,9 +314,11 @@ def evaluate(
         tgt = probs_x.argmax(dim=1) if target == "predicted" else labels
         p_x = probs_x.gather(1, tgt[:, None])[:, 0]
         base = baseline_spectrum(spectrum, baseline)
-        p_empty = pipeline_probabilities(_any(explainers), base, length, batch_size=batch_size)
+        p_empty = pipeline_probabilities(
+            _any(explainers), base, length, batch_size=batch_size, apply_to=apply_to
+        )
         p_empty = p_empty.gather(1, tgt[:, None])[:, 0]
-        events = []
+        truth, boxes = [], []
         for j, i in enumerate(batch_idx):
             name = Path(os.path.relpath(dataset.items[i][0], root.resolve())).as_posix()
             info = {
@@ -281,15 +328,20 @@ def evaluate(
                 "p_target": float(p_x[j]),
             }
             clips_info.append(info)
-            truth = None
-            if has_truth and int(labels[j]) == int(tgt[j]):
+            explained_is_label = int(labels[j]) == int(tgt[j])
+            clip_truth = None
+            if has_truth and explained_is_label and "truth" in needed:
                 try:
-                    truth = gt.scene_truth(
+                    clip_truth = gt.scene_truth(
                         root, name, listening, length=length, channels=model.front_end.channels
                     )
                 except DatasetError as exc:
                     log.warning("no ground truth for %s: %s", name, exc)
-            events.append(truth)
+            truth.append(clip_truth)
+            clip_boxes = None
+            if has_events and explained_is_label and "boxes" in needed:
+                clip_boxes = loc.event_boxes(annotations.get(name, [])) or None
+            boxes.append(clip_boxes)
         attribution = torch.rand(spectrum.shape[:1] + spectrum.shape[2:], generator=generator)
         ref = deletion_insertion(
             _any(explainers),
@@ -303,6 +355,7 @@ def evaluate(
             p_empty=p_empty,
             generator=generator,
             batch_size=batch_size,
+            apply_to=apply_to,
         )
         reference["deletion_auc"] += ref.deletion_auc.tolist()
         reference["insertion_auc"] += ref.insertion_auc.tolist()
@@ -323,12 +376,15 @@ def evaluate(
                     tgt,
                     probs_x,
                     p_empty,
-                    events,
+                    truth,
+                    boxes,
                     steps=steps,
                     baseline=baseline,
                     generator=generator,
+                    shuffler=shuffler,
                     batch_size=batch_size,
-                    normalise=normalise,
+                    apply_to=apply_to,
+                    segment_s=segment_s,
                 )
             except Exception as exc:  # a broken method must not sink a long run
                 log.exception("method %s failed; left out of the results", method)
@@ -367,7 +423,7 @@ def evaluate(
                 methods=sanity_list,
                 target=sanity_target,
                 seed=seed,
-                explainer_options={},
+                explainer_options=dict(mask_options),
                 progress=sanity_progress,
             )
             sanity = {
@@ -386,20 +442,14 @@ def evaluate(
             errors["sanity"] = f"{type(exc).__name__}: {exc}"
     seconds_sanity = time.perf_counter() - t0
 
-    truth_clips = {
-        m: sum(v is not None and math.isfinite(v) for v in per_clip[m]["event_recall"])
-        for m in methods
-    }
+    def counted(key: str) -> dict[str, int]:
+        return {
+            m: sum(v is not None and math.isfinite(v) for v in per_clip[m][key]) for m in methods
+        }
+
     results = {
         "methods": {
-            m: (
-                None
-                if m in errors
-                else {
-                    k: (_mean(per_clip[m][k]) if (k not in _GROUND_TRUTH or has_truth) else None)
-                    for k in METRICS
-                }
-            )
+            m: None if m in errors else {k: _mean(per_clip[m][k]) for k in registry.METRICS}
             for m in methods
         },
         "sanity": sanity,
@@ -422,13 +472,28 @@ def evaluate(
                 [float(c["label"] == c["target"]) for c in clips_info if c["label"] is not None]
             ),
             "mask": {k: v for k, v in _any(explainers).settings.items() if k != "method"},
+            "apply_to": apply_to,
             "attribution": "heatmap mapped to the STFT grid, min-max normalised per clip",
             "sps_comp_on": "attribution (soft mask)",
+            "localisation_on": "attribution",
             "faithfulness_and_ground_truth_on": "mask",
+            "variants": dict(VARIANTS),
+            "metrics": {
+                k: {
+                    "direction": m.direction,
+                    "needs": sorted(m.needs),
+                    "variants": list(m.variants),
+                    "description": m.description,
+                }
+                for k, m in REGISTRY.items()
+            },
+            "segment_s": segment_s,
             "steps": steps,
             "baseline": baseline,
             "ground_truth": has_truth,
-            "ground_truth_clips": truth_clips if has_truth else None,
+            "events_annotated": has_events,
+            "ground_truth_clips": counted("event_recall") if has_truth else None,
+            "localisation_clips": counted("pointing_game") if has_events else None,
             "sanity_clips": min(sanity_clips, len(indices)) if sanity_list else 0,
             "sanity_methods": sanity_list,
             "seed": seed,
@@ -447,8 +512,8 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
     write_text(out / "results.md", markdown_table(results))
-    _metrics_figure(results, out / "metrics.png")
-    _sanity_figure(results, out / "sanity.png")
+    metrics_figure(results, out / "metrics.png")
+    sanity_figure(results, out / "sanity.png")
     log.info("evaluation written to %s in %.0f s", out, results["timing"]["total_s"])
     return results
 
@@ -466,189 +531,67 @@ def _measure(
     tgt,
     probs_x,
     p_empty,
-    events,
+    truth,
+    boxes,
     *,
     steps,
     baseline,
     generator,
+    shuffler,
     batch_size,
-    normalise,
+    apply_to,
+    segment_s=loc.SEGMENT_S,
 ) -> dict[str, list[float]]:
-    """Per-clip values of every metric for one method on one batch."""
+    """Per-clip values of every registered metric and variant for one method on one batch.
+
+    Only what the registered metrics need is computed (:func:`~listenable.evaluation.
+    registry.needs_of`): the masked re-runs per variant, the deletion/insertion curves."""
+    from listenable.masking import normalise
+
     result, mask, _empty = explainer.masks(spectrum, tgt.tolist(), waveforms=waves)
     with torch.no_grad():
-        grid = explainer.projection(result.heatmap, result.geometry, spectrum.shape[-1])
+        grid = explainer.projection(result.heatmap.float(), result.geometry, spectrum.shape[-1])
         attribution, _ = normalise(grid)
-    p_m, p_inv = masked_probabilities(explainer, spectrum, mask, length, batch_size=batch_size)
-    p_x = probs_x.gather(1, tgt[:, None])[:, 0]
-    pc_m = p_m.gather(1, tgt[:, None])[:, 0]
-    pc_inv = p_inv.gather(1, tgt[:, None])[:, 0]
-    curves = deletion_insertion(
-        explainer,
-        spectrum,
-        attribution,
-        tgt,
-        length,
-        steps=steps,
-        baseline=baseline,
-        p_full=p_x,
-        p_empty=p_empty,
-        generator=generator,
-        batch_size=batch_size,
-    )
-    values = {
-        "AI": average_increase(p_x, pc_m, reduction="none"),
-        "AD": average_drop(p_x, pc_m, reduction="none"),
-        "AG": average_gain(p_x, pc_m, reduction="none"),
-        "FF": faithfulness(p_x, pc_inv, reduction="none"),
-        "fid_in": fid_in(probs_x, p_m, reduction="none"),
-        "deletion_auc": curves.deletion_auc,
-        "insertion_auc": curves.insertion_auc,
-        "sps": sparseness(attribution, reduction="none"),
-        "comp": complexity(attribution, reduction="none"),
+    common = {
+        "target": tgt,
+        "probs_x": probs_x,
+        "spectrum": spectrum,
+        "listening": explainer.listening,
+        "length": length,
+        "truth": truth,
+        "boxes": boxes,
+        "segment_s": segment_s,
     }
-    out = {k: [float(x) for x in v.tolist()] for k, v in values.items()}
-    for key in _GROUND_TRUTH:
-        out[key] = []
-    for j, truth in enumerate(events):
-        if truth is None:
-            for key in _GROUND_TRUTH:
-                out[key].append(math.nan)
-            continue
-        spec_e, frames_e = truth
-        m, x = mask[j : j + 1], spectrum[j : j + 1]
-        out["event_recall"].append(float(gt.event_recall(m, spec_e)))
-        out["event_precision"].append(float(gt.event_precision(m, spec_e, x)))
-        out["tf_iou"].append(float(gt.tf_iou(m, spec_e, x)))
-        out["time_smear"].append(float(gt.time_smear(m, spec_e, x, event_frames=frames_e)))
-    return out
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def _fmt(key: str, value) -> str:
-    if value is None:
-        return "—"
-    if key in ("AI", "AD", "AG"):
-        return f"{value:.1f}"
-    return f"{value:.3f}"
-
-
-def markdown_table(results: dict) -> str:
-    """``results.md``: methods × metrics, the random-order reference, and the sanity check."""
-    header = "| method | " + " | ".join(f"{k} {DIRECTIONS[k]}" for k in METRICS) + " |"
-    lines = [
-        "# Explanation metrics",
-        "",
-        header,
-        "|" + "---|" * (len(METRICS) + 1),
-    ]
-    for name, row in results["methods"].items():
-        if row is None:
-            lines.append(f"| {name} | " + " | ".join("failed" for _ in METRICS) + " |")
-        else:
-            lines.append(f"| {name} | " + " | ".join(_fmt(k, row[k]) for k in METRICS) + " |")
-    ref = results["reference"]["random_order"]
-    lines.append(
-        "| *random order* | "
-        + " | ".join(_fmt(k, ref.get(k)) if k in ref else "" for k in METRICS)
-        + " |"
-    )
-    s = results["settings"]
-    lines += [
-        "",
-        f"{s['clips']} clips of `{s['data']}` ({s['split']}), explained class: {s['target']}; "
-        f"deletion/insertion in {s['steps']} steps, removed bins → {s['baseline']}; "
-        "AI/AD/AG ×100, FF and AUCs in probability units; SPS/COMP on the normalised "
-        "attribution, the rest on the mask. Ground truth: "
-        + (
-            "signature events of the synthetic scenes."
-            if s["ground_truth"]
-            else "none (no events.csv)."
-        ),
-    ]
-    if results["sanity"]:
-        stages = [r["stage"] for r in next(iter(results["sanity"].values()))]
-        lines += [
-            "",
-            "## Sanity: cascading randomisation (Spearman / SSIM against the trained model; lower = the map depends on the weights)",
-            "",
-            "| method | " + " | ".join(f"{st} randomised" for st in stages) + " |",
-            "|" + "---|" * (len(stages) + 1),
-        ]
-        for name, rows in results["sanity"].items():
-            cells = [f"{_fmt('', r['spearman'])} / {_fmt('', r['ssim'])}" for r in rows]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if results.get("errors"):
-        lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _metrics_figure(results: dict, path: Path) -> None:
-    plt = _pyplot()
-    names = list(results["methods"])
-    cols = 5
-    rows = math.ceil(len(METRICS) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    ref = results["reference"]["random_order"]
-    for ax, key in zip(axes.flat, METRICS):
-        vals = [(results["methods"][n] or {}).get(key) for n in names]
-        heights = [v if v is not None else 0.0 for v in vals]
-        ax.bar(range(len(names)), heights, color="tab:blue")
-        if all(v is None for v in vals):
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        if key in ref and ref[key] is not None:
-            ax.axhline(ref[key], color="tab:red", linestyle="--", linewidth=1, label="random order")
-            ax.legend(fontsize=6, loc="best")
-        ax.set_title(f"{key} {DIRECTIONS[key]}", fontsize=9)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-        ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(METRICS) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-
-
-def _sanity_figure(results: dict, path: Path) -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    sanity = results["sanity"]
-    for ax, key in zip(axes, ("spearman", "ssim")):
-        for name, rows in sanity.items():
-            xs = ["trained"] + [r["stage"] for r in rows]
-            ys = [1.0] + [r[key] if r[key] is not None else np.nan for r in rows]
-            ax.plot(xs, ys, marker="o", label=name)
-        ax.axhline(0.0, color="grey", linewidth=0.8)
-        ax.set_title(f"{'Spearman' if key == 'spearman' else 'SSIM'} vs the trained map")
-        ax.set_xlabel("cumulatively randomised, from the top")
-        ax.tick_params(axis="x", rotation=30)
-        ax.set_ylim(-1.05, 1.05)
-        if not sanity:
-            ax.text(
-                0.5, 0.5, "no sanity check run", ha="center", va="center", transform=ax.transAxes
+    views = {None: Inputs(mask=mask, attribution=attribution, **common)}
+    if metric_keys("soft"):
+        views["soft"] = Inputs(mask=attribution, attribution=attribution, **common)
+    if metric_keys("shuffled"):
+        s_mask, s_attr = shuffle_bins([mask, attribution], shuffler)
+        views["shuffled"] = Inputs(mask=s_mask, attribution=s_attr, **common)
+    for variant, inputs in views.items():
+        need = needs_of(variant)
+        if "masked" in need:
+            inputs.probs_masked, inputs.probs_inverse = masked_probabilities(
+                explainer, spectrum, inputs.mask, length, batch_size=batch_size, apply_to=apply_to
             )
-    if sanity:
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, loc="center right")
-        fig.tight_layout(rect=(0, 0, 0.86, 1))
-    else:
-        fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- CLI
+        if "curves" in need:
+            inputs.curves = deletion_insertion(
+                explainer,
+                spectrum,
+                inputs.attribution,
+                tgt,
+                length,
+                steps=steps,
+                baseline=baseline,
+                p_full=probs_x.gather(1, tgt[:, None])[:, 0],
+                p_empty=p_empty,
+                generator=generator,
+                batch_size=batch_size,
+                apply_to=apply_to,
+            )
+    out: dict[str, list[float]] = {}
+    for metric in REGISTRY.values():
+        for variant in (None, *metric.variants):
+            values = metric.compute(views[variant])
+            out[metric.key(variant)] = [float(x) for x in values.double().cpu().tolist()]
+    return out

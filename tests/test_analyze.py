@@ -76,7 +76,7 @@ def test_manifest_and_summary(tree, tmp_path, checkpoint):
 
 def test_threshold_selects(tree, tmp_path, checkpoint):
     out = tmp_path / "out"
-    _run(tree, out, checkpoint, min_confidence=1.01)
+    _run(tree, out, checkpoint, min_confidence=1.0)
     rows = read_manifest(out)
     assert not any(r["selected"] for r in rows.values())
     assert not any(p.suffix == ".wav" for p in out.rglob("*"))
@@ -84,7 +84,8 @@ def test_threshold_selects(tree, tmp_path, checkpoint):
 
 def test_resume_after_interruption(tree, tmp_path, checkpoint):
     """Simulate a run killed mid-way: a partial manifest with a torn last line and a stale
-    temporary file. The rerun finishes with one row per clip and removes the temporary."""
+    temporary file. The rerun finishes with one row per clip and removes the temporary;
+    the clip that failed (broken.wav) is tried again on every run."""
     out = tmp_path / "out"
     _run(tree, out, checkpoint, min_confidence=0.0)
     full = (out / "manifest.jsonl").read_text().splitlines()
@@ -93,13 +94,13 @@ def test_resume_after_interruption(tree, tmp_path, checkpoint):
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"half")
     summary = _run(tree, out, checkpoint, min_confidence=0.0)
-    assert summary["processed_this_run"] == 4  # the torn row and the 3 missing
+    assert summary["processed_this_run"] == 5  # the failed row, the torn one, the 3 missing
     lines = (out / "manifest.jsonl").read_text().splitlines()
     ids = [json.loads(line)["clip_id"] for line in lines]
     assert len(ids) == 7 == len(set(ids))
     assert not stale.exists()
-    # and a third run does nothing
-    assert _run(tree, out, checkpoint, min_confidence=0.0)["processed_this_run"] == 0
+    # and a third run only tries the broken clip again
+    assert _run(tree, out, checkpoint, min_confidence=0.0)["processed_this_run"] == 1
 
 
 def test_input_never_overwritten_and_nothing_outside_out(tree, tmp_path, checkpoint):

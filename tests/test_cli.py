@@ -43,6 +43,8 @@ def test_explain_end_to_end(tmp_path, ckpt, rng, capsys):
             "bus",
             "--mode",
             "hard",
+            "--threshold-on",
+            "stft",
         ]
     )
     assert code == 0
@@ -55,7 +57,8 @@ def test_explain_end_to_end(tmp_path, ckpt, rng, capsys):
         assert record["target"] == "bus"
         assert set(record["probabilities"]) == {"airport", "bus", "park"}
         assert record["settings"]["mode"] == "hard"
-        assert 0.2 < record["mask_area"] < 0.3
+        assert record["settings"]["threshold_on"] == "stft"
+        assert 0.2 < record["mask_area"] < 0.3  # θ over the bins: a quarter of the bins
         assert (out / f"{path.stem}.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((out / "clip44100.json").read_text())
     assert any("44100" in note for note in record["notes"])

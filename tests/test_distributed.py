@@ -62,7 +62,9 @@ def _env() -> dict:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _cli(args: list[str], *, nproc: int = 0, cwd=None) -> subprocess.CompletedProcess:
+def _cli(
+    args: list[str], *, nproc: int = 0, cwd=None, status: int = 0
+) -> subprocess.CompletedProcess:
     launch = [sys.executable]
     if nproc:
         launch += [
@@ -77,7 +79,8 @@ def _cli(args: list[str], *, nproc: int = 0, cwd=None) -> subprocess.CompletedPr
         ]
     cmd = [*launch, "-m", "listenable.cli", *args]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=180, cwd=cwd)
-    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr[-4000:]}"
+    ok = res.returncode == 0 if status == 0 else res.returncode != 0
+    assert ok, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr[-4000:]}"
     return res
 
 
@@ -107,6 +110,21 @@ def test_torchrun_analyze_equals_one_process(tree, checkpoint, tmp_path):
     summary = json.loads((multi / "summary.json").read_text())
     assert summary["totals"]["clips"] == 6 and summary["world_size"] == 2
     assert summary["processed_this_run"] == 6
+
+
+def test_torchrun_analyze_is_refused_while_another_run_holds_out(tree, checkpoint, tmp_path):
+    """Rank 0 takes --out's lock; held by another run, every rank stops at once with the
+    one-line message (none waits for the others), and nothing is written."""
+    from listenable.manifest import LOCK, run_lock
+
+    out = tmp_path / "busy"
+    args = ["analyze", str(tree), "--out", str(out), "--checkpoint", str(checkpoint)]
+    args += ["--split", "all", "--device", "cpu"]
+    with run_lock(out):
+        res = _cli(args, nproc=2, status=1)
+    message = f"error: another analyze is running on {out} (pid {os.getpid()})"
+    assert res.stderr.count(message) == 2  # each rank says it, once
+    assert sorted(p.name for p in out.iterdir()) == [LOCK]
 
 
 def test_torchrun_train_writes_one_checkpoint(tree, tmp_path):

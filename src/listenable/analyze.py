@@ -4,20 +4,41 @@ confident ones, write their listenable audio and figures, and a manifest of ever
 Layout of ``out``::
 
     manifest.jsonl           one line per clip (the last line of a clip_id wins)
+    manifest.dropped.jsonl   rows of clips that are not in the data set of the last run
     summary.json             per class: clips, selected, accuracy; settings; clips/s
-    <class>/<clip_id>.{original,listenable,residual}.wav, .png, .json   (selected clips)
+    .analyze.lock            the lock of the run writing into ``out``
+    <class>/<clip_id>.{original,listenable,residual}.<ext>, .png, .json   (selected clips)
+
+One writer at a time: a run holds an exclusive lock on ``out`` (``fcntl.flock`` on
+``.analyze.lock``) from start to end; a second run on the same ``out`` is refused with
+:class:`~listenable.manifest.RunLockedError` (exit status 2). Temporaries of killed runs
+are removed only by the run holding the lock.
+
+Resuming: every row records the fingerprint of the settings that shape the outputs
+(method, layer, percentile, δ, mode, threshold_on, method options, compared methods,
+selection, audio format, figures, the model's weights and front end), the data root and
+the clip's path relative to it. A rerun skips a clip whose row is ``ok`` with the same
+fingerprint, root and path and whose files exist; every other clip (new, failed before,
+made with other settings or another file) is explained again. Rows of clips that are not
+in the data set are moved to ``manifest.dropped.jsonl`` at the end and not counted.
+A data set that lists a file twice has it explained once.
+
+Clip ids: the file stem; where stems repeat in the data set, the stem plus 8 hex digits of
+the SHA-1 of the path relative to the data root; a clip keeps the id its row already has,
+so a same-stem file added later never renames an explained clip
+(:func:`listenable.manifest.assign_ids`).
 
 Crash safety: outputs are written to a temporary name and renamed; a batch's manifest lines
 are appended (and fsynced) only after its files exist. A run killed at any moment loses at
-most the batch in flight; the next run with the same arguments skips every clip already in
-the manifest (finished or failed) and ends by rewriting the manifest compactly.
+most the batch in flight; the next run explains what is left and ends by rewriting the
+manifest compactly, in data-set order.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import math
 import os
 import re
 import time
@@ -29,18 +50,52 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from listenable.atomic import write_json, write_text
-from listenable.errors import ListenableError
-from listenable.io import load_for, write_audio
-from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE
+from listenable.errors import ListenableError, UsageError
+from listenable.io import load_for
+from listenable.manifest import (
+    DROPPED,
+    MANIFEST,
+    Plan,
+    assign_ids,
+    compact,
+    fingerprint,
+    format_line,
+    last_rows,
+    make_plan,
+    model_identity,
+    open_append,
+    read_lines,
+    read_rows,
+    refuse_links,
+    relative_path,
+    run_lock,
+    still_good,
+)
+from listenable.masking import (
+    DEFAULT_DELTA,
+    DEFAULT_PERCENTILE,
+    DEFAULT_THRESHOLD_ON,
+    MODES,
+    THRESHOLD_ON,
+)
+from listenable.writers import OutputWriter, explanation_record, write_error_reason
 
-__all__ = ["AnalyzeConfig", "analyze", "read_manifest", "clip_ids", "slug"]
+__all__ = ["AnalyzeConfig", "AnalyzeConfigError", "analyze", "read_manifest", "clip_ids", "slug"]
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.jsonl"
+#: Bumped when the fingerprint's contents change (older rows are then explained again).
+FINGERPRINT_VERSION = 1
+
+
+class AnalyzeConfigError(UsageError, ValueError):
+    """A setting of :class:`AnalyzeConfig` that cannot work (exit status 2)."""
 
 
 @dataclass
 class AnalyzeConfig:
+    """Settings of one :func:`analyze` run, checked when it is made
+    (:class:`AnalyzeConfigError` naming the setting and its command-line option)."""
+
     split: str = "train"
     min_confidence: float = 0.8
     correct_only: bool = False
@@ -49,6 +104,8 @@ class AnalyzeConfig:
     percentile: float = DEFAULT_PERCENTILE
     delta: float = DEFAULT_DELTA
     mode: str = "sigmoid"
+    #: where θ is taken: "heatmap" (its own cells) or "stft" (the linear bins)
+    threshold_on: str = DEFAULT_THRESHOLD_ON
     batch_size: int = 8
     workers: int = 0
     figures: bool = True
@@ -59,6 +116,53 @@ class AnalyzeConfig:
     #: tracks and mask area, side by side with ``method``'s in the gallery).
     compare: list = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        from listenable.report.audio import AUDIO_FORMATS
+
+        _number("min_confidence", self.min_confidence, 0.0, 1.0)
+        _number("percentile", self.percentile, 0.0, 100.0)
+        _number("delta", self.delta, -math.inf, math.inf)
+        _integer("batch_size", self.batch_size, 1)
+        _integer("workers", self.workers, 0)
+        _choice("mode", self.mode, MODES)
+        _choice("threshold_on", self.threshold_on, THRESHOLD_ON)
+        _choice("audio_format", self.audio_format, tuple(AUDIO_FORMATS))
+        if not isinstance(self.method, str) or not self.method:
+            raise AnalyzeConfigError(
+                f"method (--method) must be a method name, got {self.method!r}"
+            )
+        if not isinstance(self.compare, list | tuple) or not all(
+            isinstance(m, str) and m for m in self.compare
+        ):
+            raise AnalyzeConfigError(
+                f"compare (--compare) must be method names, got {self.compare!r}"
+            )
+        if not isinstance(self.method_options, dict):
+            raise AnalyzeConfigError("method_options must be a dict")
+
+
+def _option(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _number(name: str, value, lo: float, hi: float) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not lo <= value <= hi:
+        where = "a finite number" if math.isinf(lo) else f"a number in [{lo:g}, {hi:g}]"
+        raise AnalyzeConfigError(f"{_option(name)} must be {where}, got {value!r}")
+
+
+def _integer(name: str, value, lo: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise AnalyzeConfigError(f"{_option(name)} must be an integer >= {lo}, got {value!r}")
+
+
+def _choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise AnalyzeConfigError(
+            f"{_option(name)} must be one of {', '.join(choices)}, got {value!r}"
+        )
+
 
 def slug(name: str) -> str:
     """A file- and URL-safe folder name for a class name, stable and unique per name."""
@@ -68,52 +172,67 @@ def slug(name: str) -> str:
     return safe
 
 
-def clip_ids(paths: list[Path]) -> list[str]:
-    """Unique, stable ids: the file stem, plus a hash of the path where stems repeat."""
-    stems = [Path(p).stem for p in paths]
-    seen: dict[str, int] = {}
-    for s in stems:
-        seen[s] = seen.get(s, 0) + 1
-    return [
-        s if seen[s] == 1 else f"{s}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
-        for s, p in zip(stems, paths)
-    ]
+def clip_ids(paths: list, root=None, *, known: dict[str, str] | None = None) -> list[str]:
+    """Unique, stable ids of ``paths`` (one data set, rooted at ``root``): the file stem,
+    or where stems repeat the stem plus a hash of the path relative to ``root``; ``known``
+    (``relative path -> id``) keeps the ids a manifest already gives. See
+    :func:`listenable.manifest.assign_ids`."""
+    return assign_ids([relative_path(p, root) for p in paths], known)
 
 
 def read_manifest(out: str | os.PathLike) -> dict[str, dict]:
-    """``clip_id -> row`` of a manifest; the last line of a clip wins; a torn last line
-    (a run killed mid-write) is ignored."""
-    path = Path(out) / MANIFEST
+    """``clip_id -> row`` of ``out/manifest.jsonl``; the last line of a clip wins; a line
+    that is not a valid row (a torn last line of a killed run) is skipped with a warning."""
+    return read_rows(Path(out) / MANIFEST)
+
+
+def read_rank_manifests(out: str | os.PathLike) -> dict[str, dict]:
+    """``clip_id -> row`` of the per-rank manifests (``manifest.rank*.jsonl``) that a sharded
+    run appends to until :func:`finish` merges them."""
     rows: dict[str, dict] = {}
-    if not path.exists():
-        return rows
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s: ignoring a torn line", path)
-                continue
-            if isinstance(row, dict) and "clip_id" in row:
-                rows[row["clip_id"]] = row
+    for path in sorted(Path(out).glob("manifest.rank*.jsonl")):
+        rows.update(read_rows(path))
     return rows
 
 
-def _write_manifest(out: Path, rows: dict[str, dict], order: list[str]) -> None:
-    known = set(order)
-    ordered = [rows[c] for c in order if c in rows] + [r for c, r in rows.items() if c not in known]
-    write_text(out / MANIFEST, "".join(_line(r) for r in ordered))
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete the temporary files a killed run left behind (``.<head>.tmp-*``), never
+    following a link. Call it only while holding ``out``'s lock (:func:`run_lock`)."""
+    count = 0
+    for folder, _dirs, names in os.walk(out):  # does not descend into linked folders
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.startswith(".") and ".tmp-" in name[1:] and not os.path.islink(path):
+                os.unlink(path)
+                count += 1
+    return count
 
 
-def _line(row: dict) -> str:
-    """One manifest line, UTF-8; ``\\u`` escapes only where a path holds bytes that are not
-    UTF-8 (``b"caf\\xe9.wav"`` decodes to a lone surrogate, which UTF-8 cannot encode)."""
-    text = json.dumps(row, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(row)
-    return text + "\n"
+def run_settings(cfg: AnalyzeConfig, explainer) -> dict:
+    """What the run's fingerprint covers: every setting that changes a row or its files."""
+    front_end = getattr(explainer.front_end, "settings", None)
+    listening = getattr(explainer.listening, "settings", None)
+    return {
+        "version": FINGERPRINT_VERSION,
+        "method": cfg.method,
+        "layer": explainer.layer,
+        "percentile": cfg.percentile,
+        "delta": cfg.delta,
+        "mode": cfg.mode,
+        "threshold_on": getattr(cfg, "threshold_on", None),
+        "target": getattr(cfg, "target", None),
+        "method_options": cfg.method_options,
+        "compare": [m for m in cfg.compare if m != cfg.method],
+        "min_confidence": cfg.min_confidence,
+        "correct_only": cfg.correct_only,
+        "audio_format": cfg.audio_format,
+        "figures": cfg.figures,
+        "precision": getattr(explainer, "precision", None),
+        "model": model_identity(explainer),
+        "class_names": list(explainer.class_names),
+        "front_end": front_end,
+        "listening": listening,
+    }
 
 
 class _Clips(Dataset):
@@ -137,10 +256,6 @@ class _Clips(Dataset):
             return index, None, [], f"{path}: {type(exc).__name__}: {exc}"
 
 
-def _collate(batch):
-    return batch
-
-
 def analyze(
     data,
     out: str | os.PathLike,
@@ -149,6 +264,7 @@ def analyze(
     cfg: AnalyzeConfig,
     *,
     progress: Callable[[int, dict], None] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
     manifest_name: str = MANIFEST,
 ) -> dict:
@@ -156,55 +272,66 @@ def analyze(
     with ``model`` (an :class:`~listenable.models.Explainable`; ``meta`` its checkpoint's
     metadata, for the summary). Clips are loaded at the model's rate and channel count.
 
-    ``progress(n_clips, stats)`` is called after each batch. ``shard = (rank, world)``
-    processes every ``world``-th clip (see :mod:`listenable.distributed`). Returns the
-    summary (also written to ``out/summary.json`` when ``shard`` is the whole set).
-    """
-    from listenable.explain import Explainer
-    from listenable.writers import explanation_record
+    ``on_plan(to_do, done)`` is called once the clips to explain are known, and
+    ``progress(n_clips, stats)`` after each batch. ``shard = (rank, world)`` processes every
+    ``world``-th clip into ``manifest_name`` and leaves the lock, the temporaries and the
+    merge to the caller (see :mod:`listenable.distributed`). Returns the summary (also
+    written to ``out/summary.json`` when ``shard`` is the whole set).
 
+    Raises:
+        RunLockedError: another process holds ``out``'s lock.
+        OutputLinkError: the manifest or summary in ``out`` is a symbolic link.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if shard[1] == 1:  # sharded: rank 0 does it before the ranks start (distributed.py)
+    if shard[1] > 1:
+        return _analyze(data, out, model, meta, cfg, progress, on_plan, shard, manifest_name)
+    with run_lock(out):
         remove_stale_temporaries(out)
-    data_names = list(data.class_names)
-    paths = [Path(p) for p in data.paths]
-    labels = list(data.labels)
-    ids = clip_ids(paths)
+        return _analyze(data, out, model, meta, cfg, progress, on_plan, shard, manifest_name)
+
+
+def _analyze(data, out, model, meta, cfg, progress, on_plan, shard, manifest_name) -> dict:
+    from listenable.checkpoint import explainable_for
+    from listenable.explain import Explainer
+
+    out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / manifest_name
-    done = read_manifest(out)
-    done.update(read_rank_manifests(out))  # also what a killed sharded run left
-    rank, world = shard
+    for name in (MANIFEST, manifest_name, DROPPED, "summary.json"):
+        refuse_links(out, out / name)
+    meta = meta or getattr(model, "checkpoint_meta", None) or {}
+    options = dict(layer=cfg.layer, percentile=cfg.percentile, delta=cfg.delta, mode=cfg.mode,
+                   threshold_on=cfg.threshold_on)  # fmt: skip
+    explainer = Explainer(
+        explainable_for(model, meta), method=cfg.method, method_options=cfg.method_options,
+        **options,
+    )  # fmt: skip
+    comparers = {
+        m: Explainer(explainer.model, method=m, **options) for m in cfg.compare if m != cfg.method
+    }
+    fp = fingerprint(run_settings(cfg, explainer))
+    main = read_lines(out / MANIFEST)
+    done = {**last_rows(main), **read_rank_manifests(out)}  # also what a killed sharded run left
+    plan = make_plan(data, done, fp)
     # rewrite what is there compactly first: drops a torn last line, so appends stay whole
     if manifest_path.exists():
-        own = read_manifest(out) if manifest_name == MANIFEST else _read_lines(manifest_path)
-        write_text(manifest_path, "".join(_line(r) for r in own.values()))
-    todo = [(i, paths[i]) for i in range(len(paths)) if i % world == rank and ids[i] not in done]
-    from listenable.checkpoint import explainable_for
+        own = main if manifest_name == MANIFEST else read_lines(manifest_path)
+        write_text(manifest_path, "".join(format_line(r) for r in compact(own)))
+    rank, world = shard
+    mine = range(rank, len(plan.paths), world)
+    todo = [i for i in mine if not still_good(out, done.get(plan.ids[i]), plan, i)]
+    failed = sum(done[plan.ids[i]]["status"] != "ok" for i in todo if plan.ids[i] in done)
+    stale = sum(plan.ids[i] in done for i in todo) - failed
+    if failed:
+        log.info("%s: %d clip(s) that failed before are tried again", out, failed)
+    if stale:
+        log.warning(
+            "%s: %d clip(s) explained with other settings, for another file or with files "
+            "missing are explained again", out, stale,
+        )  # fmt: skip
+    if on_plan:
+        on_plan(len(todo), len(mine) - len(todo))
 
-    meta = meta or getattr(model, "checkpoint_meta", None) or {}
-    explainer = Explainer(
-        explainable_for(model, meta),
-        method=cfg.method,
-        layer=cfg.layer,
-        percentile=cfg.percentile,
-        delta=cfg.delta,
-        mode=cfg.mode,
-        method_options=cfg.method_options,
-    )
     class_names = list(explainer.class_names)
-    comparers = {
-        m: Explainer(
-            explainer.model,
-            method=m,
-            layer=cfg.layer,
-            percentile=cfg.percentile,
-            delta=cfg.delta,
-            mode=cfg.mode,
-        )
-        for m in cfg.compare
-        if m != cfg.method
-    }
     listening = explainer.listening.settings
     meta = {
         **meta,
@@ -213,35 +340,29 @@ def analyze(
         "model": explainer.model.describe(),
         "class_names": class_names,
     }
+    writer = _writer(out, explainer, cfg, plan.paths)
     loader = DataLoader(
-        _Clips(todo, explainer.front_end.cpu()),
+        _Clips([(i, plan.paths[i]) for i in todo], explainer.front_end.cpu()),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
-        collate_fn=_collate,
+        collate_fn=list,  # a batch stays a list of (index, wave, notes, error)
         persistent_workers=False,
         prefetch_factor=4 if cfg.workers else None,
     )
     t0, processed = time.perf_counter(), 0
-    protected = frozenset(os.path.realpath(p) for p in paths)  # outputs never replace these
-    with open(manifest_path, "a", encoding="utf-8") as manifest:
+    data_names = list(data.class_names)
+    with open_append(manifest_path) as manifest:
         for batch in loader:
-            rows = _process_batch(
-                batch,
-                explainer,
-                out,
-                cfg,
-                ids,
-                paths,
-                labels,
-                data_names,
-                class_names,
-                explanation_record,
-                protected,
-                comparers,
-            )
-            manifest.write("".join(_line(r) for r in rows))
-            manifest.flush()
-            os.fsync(manifest.fileno())
+            rows = _process_batch(batch, explainer, comparers, writer, plan, cfg, data_names)
+            try:
+                manifest.write("".join(format_line(r) for r in rows))
+                manifest.flush()
+                os.fsync(manifest.fileno())
+            except OSError as exc:
+                raise ListenableError(
+                    f"{manifest_path}: cannot append ({write_error_reason(exc)}); the clips "
+                    "recorded so far are kept, run again to go on"
+                ) from None
             processed += len(rows)
             if progress:
                 elapsed = time.perf_counter() - t0
@@ -254,60 +375,52 @@ def analyze(
                 )
     elapsed = time.perf_counter() - t0
     if world > 1:
-        return {"processed": processed, "seconds": elapsed, "meta": meta}
-    return finish(out, ids, class_names, cfg, meta, processed, elapsed)
+        return {"processed": processed, "seconds": elapsed, "meta": meta, "plan": plan}
+    return finish(out, plan, cfg, meta, processed, elapsed)
 
 
-def remove_stale_temporaries(out: Path) -> int:
-    """Delete the temporary files a killed run left behind (``.<stem>.tmp-*``)."""
-    count = 0
-    for path in out.rglob(".*.tmp-*"):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            count += 1
-    return count
-
-
-def read_rank_manifests(out: str | os.PathLike) -> dict[str, dict]:
-    """``clip_id -> row`` of the per-rank manifests (``manifest.rank*.jsonl``) that a sharded
-    run appends to until :func:`finish` merges them."""
-    rows: dict[str, dict] = {}
-    for path in sorted(Path(out).glob("manifest.rank*.jsonl")):
-        rows.update(_read_lines(path))
-    return rows
-
-
-def _read_lines(path: Path) -> dict[str, dict]:
-    rows: dict[str, dict] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                rows[row["clip_id"]] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return rows
+def _writer(out: Path, explainer, cfg: AnalyzeConfig, inputs) -> OutputWriter:
+    return OutputWriter(
+        out, explainer, figures=cfg.figures, audio_format=cfg.audio_format, original=True,
+        views=True, inputs=inputs,
+    )  # fmt: skip
 
 
 def finish(
-    out: Path,
-    ids: list[str],
-    class_names: list[str],
-    cfg: AnalyzeConfig,
-    meta: dict,
-    processed: int,
-    elapsed: float,
+    out: Path, plan: Plan, cfg: AnalyzeConfig, meta: dict, processed: int, elapsed: float
 ) -> dict:
-    """Compact the manifest (one row per clip, data-set order) and write ``summary.json``."""
-    rows = read_manifest(out)
+    """Merge the rank manifests, move rows of clips not in the data set to
+    ``manifest.dropped.jsonl``, compact the manifest (one row per clip, data-set order) and
+    write ``summary.json``."""
+    lines = read_lines(out / MANIFEST)
     for extra in sorted(out.glob("manifest.rank*.jsonl")):
-        rows.update(_read_lines(extra))
-    _write_manifest(out, rows, ids)
+        lines += read_lines(extra)
+    keys = plan.keys()
+
+    def in_plan(row) -> bool:
+        return keys.get(row["clip_id"]) == (row.get("data_root"), row.get("rel_path"))
+
+    kept = {c: r for c, r in last_rows(lines).items() if in_plan(r)}
+    dropped = compact([r for r in lines if not in_plan(r)])  # also rows another file replaced
+    if dropped:  # appended before the manifest loses them: a crash between keeps both
+        with open_append(out / DROPPED) as archive:
+            archive.write("".join(format_line(r) for r in dropped))
+            archive.flush()
+            os.fsync(archive.fileno())
+        log.warning(
+            "%s: %d row(s) of clips not in this data set moved to %s", out, len(dropped), DROPPED
+        )
+    order = [kept[c] for c in plan.ids if c in kept]
+    write_text(out / MANIFEST, "".join(format_line(r) for r in order))
     for extra in out.glob("manifest.rank*.jsonl"):
         extra.unlink()
-    summary = summarise(rows.values(), class_names, cfg, meta)
+    class_names = list(meta.get("class_names") or [])
+    summary = summarise(order, class_names, cfg, meta)
+    summary["fingerprint"] = plan.fingerprint
+    summary["data_root"] = plan.root
+    summary["dropped_rows"] = len(dropped)
     rate = meta.get("sample_rate")
-    summary["class_profiles"] = class_profiles(rows.values(), class_names, rate)
+    summary["class_profiles"] = class_profiles(order, class_names, rate)
     if meta.get("stft"):
         summary["stft"] = meta["stft"]
     summary["clips_per_s"] = processed / elapsed if processed and elapsed > 0 else None
@@ -354,25 +467,13 @@ def summarise(rows, class_names: list[str], cfg: AnalyzeConfig, meta: dict) -> d
     }
 
 
-def _process_batch(
-    batch,
-    explainer,
-    out,
-    cfg,
-    ids,
-    paths,
-    labels,
-    data_names,
-    class_names,
-    explanation_record,
-    protected=frozenset(),
-    comparers=None,
-) -> list[dict]:
+def _process_batch(batch, explainer, comparers, writer, plan: Plan, cfg, data_names) -> list[dict]:
+    """Explain one batch and write the selected clips' outputs; one row per clip."""
     rows: list[dict] = []
     good = []
     for index, wave, notes, error in batch:
         if error is not None:
-            rows.append(_row(index, ids, paths, labels, data_names, error=error))
+            rows.append(_row(index, plan, data_names, error=error))
         else:
             good.append((index, wave, notes))
     # clips of different lengths are explained in separate sub-batches (no padding: padding
@@ -386,90 +487,75 @@ def _process_batch(
             expl = explainer(waves)
         except (ListenableError, ValueError, RuntimeError) as exc:
             for index, _, _ in group:
-                rows.append(
-                    _row(
-                        index,
-                        ids,
-                        paths,
-                        labels,
-                        data_names,
-                        error=f"{paths[index]}: {type(exc).__name__}: {exc}",
-                    )
-                )
+                error = f"{plan.paths[index]}: {type(exc).__name__}: {exc}"
+                rows.append(_row(index, plan, data_names, error=error))
             continue
         compared = {}  # the other methods, on the same clips and the same explained class
-        for name, other in (comparers or {}).items():
+        for name, other in comparers.items():
             try:
                 compared[name] = other(waves, expl.target.tolist())
             except (ListenableError, ValueError, RuntimeError) as exc:
                 log.warning("method %s failed on a batch: %s", name, exc)
         for j, (index, wave, notes) in enumerate(group):
-            one = expl.item(j)
-            one.notes = notes
-            record = explanation_record(one, class_names)
-            label = data_names[labels[index]] if labels[index] >= 0 else None
-            correct = None if label is None else record["predicted"] == label
-            selected = record["confidence"] >= cfg.min_confidence and (
-                not cfg.correct_only or bool(correct)
-            )
-            files, methods = {}, {}
-            if selected:
-                try:
-                    files = _write_outputs(
-                        out,
-                        ids[index],
-                        record["predicted"],
-                        one,
-                        wave,
-                        explainer,
-                        cfg,
-                        record,
-                        paths[index],
-                        inputs=protected,
-                    )
-                    methods = {
-                        name: _write_compared(
-                            out, ids[index], record["predicted"], name, other.item(j), cfg
-                        )
-                        for name, other in compared.items()
-                    }
-                except (OSError, ValueError, ListenableError) as exc:  # NaN JSON, disk full
-                    rows.append(
-                        _row(
-                            index,
-                            ids,
-                            paths,
-                            labels,
-                            data_names,
-                            error=f"{paths[index]}: cannot write outputs ({exc})",
-                        )
-                    )
-                    continue
             rows.append(
-                {
-                    "clip_id": ids[index],
-                    "path": str(paths[index]),
-                    "mask_profile": mask_profile(one.mask, explainer.listening),
-                    "label": label,
-                    "predicted": record["predicted"],
-                    "confidence": record["confidence"],
-                    "probabilities": record["probabilities"],
-                    "target": record["target"],
-                    "selected": selected,
-                    "correct": correct,
-                    "mask_area": record["mask_area"],
-                    "empty_mask": record["empty_mask"],
-                    "notes": record["notes"],
-                    "status": "ok",
-                    "error": None,
-                    "files": files,
-                    "method": cfg.method,
-                    "methods": methods,
-                }
-            )
-    order = {ids[i]: k for k, (i, *_rest) in enumerate(batch)}  # O(1) per row, not ids.index
+                _explained(index, wave, notes, expl.item(j), compared, j, writer, plan, cfg,
+                           data_names, explainer)
+            )  # fmt: skip
+    order = {plan.ids[i]: k for k, (i, *_rest) in enumerate(batch)}  # O(1) per row
     rows.sort(key=lambda r: order.get(r["clip_id"], 0))
     return rows
+
+
+def _explained(index, wave, notes, one, compared, j, writer, plan, cfg, data_names, explainer):
+    """The row of an explained clip, its outputs written if it is selected."""
+    one.notes = notes
+    record = explanation_record(one, list(explainer.class_names))
+    label = data_names[plan.labels[index]] if plan.labels[index] >= 0 else None
+    correct = None if label is None else record["predicted"] == label
+    selected = record["confidence"] >= cfg.min_confidence and (
+        not cfg.correct_only or bool(correct)
+    )
+    files, methods = {}, {}
+    if selected:
+        clip_id, source = plan.ids[index], plan.paths[index]
+        others = {name: e.item(j) for name, e in compared.items()}
+        try:
+            files = _write_outputs(
+                writer.out, clip_id, record["predicted"], one, wave, explainer, cfg, record,
+                source, others=others, writer=writer,
+            )  # fmt: skip
+        except (OSError, ValueError, RuntimeError, ListenableError) as exc:  # NaN JSON, disk full
+            reason = write_error_reason(exc)
+            return _row(index, plan, data_names, error=f"{source}: cannot write outputs ({reason})")
+        stem = f"{slug(record['predicted'])}/{clip_id}"
+        methods = {
+            name: {
+                "files": {
+                    k: _rel(writer.out, p) for k, p in writer.method_paths(stem, slug(name)).items()
+                },
+                "mask_area": float(other.mask_area),
+            }
+            for name, other in others.items()
+        }
+    return {
+        **_keys(index, plan),
+        "mask_profile": mask_profile(one.mask, explainer.listening),
+        "label": label,
+        "predicted": record["predicted"],
+        "confidence": record["confidence"],
+        "probabilities": record["probabilities"],
+        "target": record["target"],
+        "selected": selected,
+        "correct": correct,
+        "mask_area": record["mask_area"],
+        "empty_mask": record["empty_mask"],
+        "notes": record["notes"],
+        "status": "ok",
+        "error": None,
+        "files": files,
+        "method": cfg.method,
+        "methods": methods,
+    }
 
 
 #: Bands of the per-clip mask profile: log-spaced from 50 Hz to Nyquist (and 0–50 Hz).
@@ -530,11 +616,21 @@ def class_profiles(rows, class_names: list[str], sample_rate: int | None) -> dic
     }
 
 
-def _row(index, ids, paths, labels, data_names, *, error: str) -> dict:
+def _keys(index: int, plan: Plan) -> dict:
     return {
-        "clip_id": ids[index],
-        "path": str(paths[index]),
-        "label": data_names[labels[index]] if labels[index] >= 0 else None,
+        "clip_id": plan.ids[index],
+        "path": str(plan.paths[index]),
+        "data_root": plan.root,
+        "rel_path": plan.rels[index],
+        "fingerprint": plan.fingerprint,
+    }
+
+
+def _row(index: int, plan: Plan, data_names, *, error: str) -> dict:
+    label = plan.labels[index]
+    return {
+        **_keys(index, plan),
+        "label": data_names[label] if label >= 0 else None,
         "predicted": None,
         "confidence": None,
         "probabilities": None,
@@ -550,18 +646,8 @@ def _row(index, ids, paths, labels, data_names, *, error: str) -> dict:
     }
 
 
-def _write_compared(out: Path, clip_id: str, class_name: str, method: str, expl, cfg) -> dict:
-    """Another method's listenable and residual tracks of a selected clip; the manifest
-    row's ``methods[method]`` (what the gallery's comparison reads)."""
-    from listenable.report.audio import audio_suffix, write_track
-
-    folder, ext, tag = slug(class_name), audio_suffix(cfg.audio_format), slug(method)
-    files = {}
-    for kind in ("listenable", "residual"):
-        rel = f"{folder}/{clip_id}.{kind}.{tag}{ext}"
-        write_track(out / rel, getattr(expl, kind), expl.sample_rate, cfg.audio_format)
-        files[kind] = rel
-    return {"files": files, "mask_area": float(expl.mask_area)}
+def _rel(out: Path, path: Path) -> str:
+    return path.relative_to(out).as_posix()
 
 
 def _write_outputs(
@@ -575,51 +661,23 @@ def _write_outputs(
     record: dict,
     source: Path,
     *,
-    inputs: frozenset = frozenset(),
+    inputs=frozenset(),
+    others: dict | None = None,
+    writer: OutputWriter | None = None,
 ) -> dict:
-    """Write a selected clip's outputs; ``inputs`` = real paths of every input clip.
+    """Write a selected clip's outputs as ``<class>/<clip_id>.*`` with the run's
+    :class:`~listenable.writers.OutputWriter` (one for ``out``, ``explainer`` and ``cfg``
+    when not given; ``inputs`` = every input clip); returns their paths relative to ``out``.
 
     Audio in ``cfg.audio_format`` (:mod:`listenable.report.audio`); with ``cfg.figures``
     also the paper's Fig. 1 and the gallery's spectrogram view and mask outline, drawn here
     from the exact waves (the gallery draws the view itself from the audio files if not).
+    ``others``: ``{method: explanation}``, tracks of further methods.
     """
-    from listenable.report.audio import audio_suffix, write_track
-
-    folder = slug(class_name)
-    ext = audio_suffix(cfg.audio_format)
-    rel = {
-        "original": f"{folder}/{clip_id}.original{ext}",
-        "listenable": f"{folder}/{clip_id}.listenable{ext}",
-        "residual": f"{folder}/{clip_id}.residual{ext}",
-        "json": f"{folder}/{clip_id}.json",
-    }
-    if cfg.figures:
-        rel["figure"] = f"{folder}/{clip_id}.png"
-        rel["view"] = f"{folder}/{clip_id}.view.webp"
-        rel["outline"] = f"{folder}/{clip_id}.outline.png"
-    src = os.path.realpath(source)
-    for r in rel.values():
-        real = os.path.realpath(out / r)
-        # another clip of the data set (out = the data root): checked only for existing files
-        if real == src or real in inputs:
-            raise ListenableError(f"{source}: output {out / r} would overwrite an input")
-    tracks = {"original": wave, "listenable": expl.listenable, "residual": expl.residual}
-    for kind, track in tracks.items():
-        if cfg.audio_format == "wav":  # as before
-            write_audio(out / rel[kind], track, expl.sample_rate, subtype="PCM_16")
-        else:
-            write_track(out / rel[kind], track, expl.sample_rate, cfg.audio_format)
-    if cfg.figures:
-        from listenable.report.views import write_view
-        from listenable.writers import figure_for
-
-        figure_for(out / rel["figure"], expl, wave, explainer)
-        grid = getattr(explainer, "listening", None)
-        stft = {
-            "n_fft": getattr(grid, "n_fft", None),
-            "hop_length": getattr(grid, "hop_length", None),
-        }
-        waves = [t.detach().cpu().float().numpy() for t in tracks.values()]
-        write_view(out / rel["view"], out / rel["outline"], waves, expl.sample_rate, stft=stft)
-    write_json(out / rel["json"], {**record, "source": str(source), "clip_id": clip_id})
-    return rel
+    writer = writer or _writer(Path(out), explainer, cfg, inputs)
+    tags = {slug(name): e for name, e in (others or {}).items()}
+    paths = writer.write(
+        expl, wave, f"{slug(class_name)}/{clip_id}", source=source, record=record,
+        extra={"clip_id": clip_id}, others=tags,
+    )  # fmt: skip
+    return {kind: _rel(writer.out, p) for kind, p in paths.items()}

@@ -1,8 +1,10 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename.
 
 A run killed at any moment (SIGKILL included) leaves either the old file, the new file,
-or a stray ``*.tmp-*`` file that the next run ignores and overwrites, never a half-written
-output under its final name.
+or a stray ``.<head>.tmp-*`` file that the next run ignores and overwrites, never a
+half-written output under its final name. The temporary name is short (at most 54 bytes:
+the first 24 bytes of the stem, a random part and the suffix), so any final name that fits
+the file system has a temporary name that fits too.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ __all__ = ["atomic_path", "write_json", "write_text"]
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
-    The temporary name keeps the suffix so that libraries choosing a format by extension
-    (soundfile, matplotlib) still do the right thing.
+    The temporary name keeps the suffix (up to 16 bytes) so that libraries choosing a
+    format by extension (soundfile, matplotlib) still do the right thing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    suffix = path.suffix if len(os.fsencode(path.suffix)) <= _SUFFIX_BYTES else ""
+    prefix = f".{_head(path.stem, _HEAD_BYTES)}.tmp-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -40,6 +44,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_HEAD_BYTES = 24
+_SUFFIX_BYTES = 16
+
+
+def _head(text: str, limit: int) -> str:
+    """The longest start of ``text`` whose file-system encoding takes at most ``limit``
+    bytes (never half a character)."""
+    out = []
+    used = 0
+    for char in text:
+        try:
+            size = len(os.fsencode(char))
+        except UnicodeEncodeError:  # a surrogate no file name holds
+            size = 4
+        if used + size > limit:
+            break
+        out.append(char)
+        used += size
+    return "".join(out)
 
 
 def _umask() -> int:

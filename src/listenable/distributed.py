@@ -9,10 +9,12 @@ environment torchrun sets, joins the process group (gloo for CPU tensors, NCCL f
 tensors) and works on its own device, ``cuda:LOCAL_RANK`` (or the CPU). Without those
 variables every function here is the plain single-process one.
 
-* ``analyze``: rank ``r`` explains clips ``r, r + world, r + 2·world, …`` and appends to
-  ``manifest.rank{r}.jsonl``; after a barrier rank 0 merges the rank manifests into one
-  ``manifest.jsonl`` (data-set order) and writes ``summary.json``. A killed run resumes with
-  any number of ranks (or one process): every run reads the main and all rank manifests.
+* ``analyze``: rank 0 takes the lock on ``--out`` (a second run on it is refused on every
+  rank) and removes a killed run's temporaries; rank ``r`` then explains clips
+  ``r, r + world, r + 2·world, …`` and appends to ``manifest.rank{r}.jsonl``; after a
+  barrier rank 0 merges the rank manifests into one ``manifest.jsonl`` (data-set order),
+  writes ``summary.json`` and lets the lock go. A killed run resumes with any number of
+  ranks (or one process): every run reads the main and all rank manifests.
 * ``train``: ``DistributedDataParallel`` with a ``DistributedSampler``. ``batch_size`` stays the
   global batch of the recipe (32): each rank takes ``batch_size / world`` clips a step, so
   the learning-rate schedule (per step) and the epoch length are those of one process.
@@ -153,52 +155,73 @@ def _broadcast(obj, src: int = 0):
 
 
 def finished_clips(out: str | os.PathLike) -> set[str]:
-    """Clip ids already in ``out``'s manifest or in any rank manifest (a resumed run skips
-    them)."""
+    """Ids of the clips explained (status ``ok``) in ``out``'s manifest or in any rank
+    manifest, whatever their settings (a resumed run also checks those)."""
     from listenable.analyze import read_manifest, read_rank_manifests
 
     out = Path(out)
-    return set(read_manifest(out)) | set(read_rank_manifests(out))
+    rows = {**read_manifest(out), **read_rank_manifests(out)}
+    return {clip for clip, row in rows.items() if row["status"] == "ok"}
 
 
-def analyze(data, out: str | os.PathLike, model, meta: dict, cfg, *, progress=None) -> dict:
+def analyze(
+    data, out: str | os.PathLike, model, meta: dict, cfg, *, progress=None, on_plan=None
+) -> dict:
     """:func:`listenable.analyze.analyze` with the clips sharded across torchrun's ranks.
 
     Every rank returns the merged summary (rank 0 writes it). Outside torchrun, the plain
-    single-process run.
+    single-process run. Rank 0 holds ``out``'s lock for the whole run; when another run
+    holds it, every rank raises its :class:`~listenable.manifest.RunLockedError`.
     """
     from listenable import analyze as run
+    from listenable.manifest import run_lock
 
     rank = from_env()
     if not rank.distributed:
-        return run.analyze(data, out, model, meta, cfg, progress=progress)
+        return run.analyze(data, out, model, meta, cfg, progress=progress, on_plan=on_plan)
     if not dist.is_initialized():
         raise ListenableError("analyze under torchrun: call it inside process_group()")
     out = Path(out)
-    if rank.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        run.remove_stale_temporaries(out)  # before any rank starts writing temporaries
-    _barrier()
-    part = run.analyze(
-        data,
-        out,
-        model,
-        meta,
-        cfg,
-        progress=progress,
-        shard=(rank.rank, rank.world_size),
-        manifest_name=rank.manifest_name,
-    )
-    processed = int(_reduce(part["processed"], dist.ReduceOp.SUM))
-    seconds = _reduce(part["seconds"], dist.ReduceOp.MAX)  # also the barrier before merging
-    summary = None
-    meta = part.get("meta", meta)  # with the model's class names, rate and STFT
-    if rank.is_main:
-        ids = run.clip_ids([Path(p) for p in data.paths])
-        summary = run.finish(out, ids, list(meta["class_names"]), cfg, meta, processed, seconds)
-        summary["world_size"] = rank.world_size
-        write_json(out / "summary.json", summary)
-    return _broadcast(summary)
+    with contextlib.ExitStack() as held:
+        failure = None
+        if rank.is_main:
+            try:
+                held.enter_context(run_lock(out))
+                run.remove_stale_temporaries(out)  # before any rank writes temporaries
+            except Exception as exc:  # the other ranks must not wait for rank 0 in vain
+                failure = exc
+        shared = _broadcast(_portable(failure))  # also the barrier before the ranks start
+        if failure is not None:
+            raise failure
+        if shared is not None:
+            raise shared
+        part = run.analyze(
+            data,
+            out,
+            model,
+            meta,
+            cfg,
+            progress=progress,
+            on_plan=on_plan,
+            shard=(rank.rank, rank.world_size),
+            manifest_name=rank.manifest_name,
+        )
+        processed = int(_reduce(part["processed"], dist.ReduceOp.SUM))
+        seconds = _reduce(part["seconds"], dist.ReduceOp.MAX)  # also the barrier before merging
+        summary = None
+        meta = part.get("meta", meta)  # with the model's class names, rate and STFT
+        if rank.is_main:
+            summary = run.finish(out, part["plan"], cfg, meta, processed, seconds)
+            summary["world_size"] = rank.world_size
+            write_json(out / "summary.json", summary)
+        return _broadcast(summary)  # rank 0 lets the lock go after this
+
+
+def _portable(exc: BaseException | None) -> ListenableError | None:
+    """``exc`` as an error every rank can raise (a ListenableError keeps its type)."""
+    if exc is None or isinstance(exc, ListenableError):
+        return exc
+    return ListenableError(f"rank 0: {type(exc).__name__}: {exc}")
 
 
 def train(dataset, out: str | os.PathLike, cfg, **options) -> Path:

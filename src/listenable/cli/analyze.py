@@ -1,13 +1,21 @@
 """``listenable analyze DATA --out DIR``: the paper's experiment (explain a split, keep the
 confident clips, write a listenable gallery; resumable; sharded under torchrun) and
-``listenable demo`` (synthetic scenes → a shipped model → analyze → gallery)."""
+``listenable demo`` (synthetic scenes → a shipped model → analyze → gallery).
+
+Refused before any work, exit status 2: bad options (``--min-confidence nan``...), an
+``--out`` that is a file or lies inside a folder data set (its outputs would be read as
+clips next time), and an ``--out`` another ``analyze`` is writing into (``another analyze
+is running on OUT (pid N)``).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from listenable.cli import common
+from listenable.errors import UsageError
 
 
 def add_parser(sub) -> None:
@@ -81,30 +89,49 @@ def _analyze_config(args):
     )
 
 
+def check_out(data: Path, out: Path) -> None:
+    """Refuse (:class:`UsageError`) an ``--out`` that is a file or below one (as ``explain``
+    does), or that is or lies inside a folder data set: the next run would take its audio
+    outputs for clips and its ``figures/`` for a class. A TAU tree or a CSV lists its
+    clips, so ``--out`` may be inside those."""
+    from listenable.cli.explain import check_out as check_folder
+
+    check_folder(out)
+    if not data.is_dir() or (data / "meta.csv").is_file() or (data / "evaluation_setup").is_dir():
+        return
+    root, target = os.path.realpath(data), os.path.realpath(out)
+    if os.path.commonpath([root, target]) == root:
+        raise UsageError(
+            f"--out {out} is inside the folder data set {data}: the next run would read its "
+            f"outputs as clips; choose an --out outside {data}"
+        )
+
+
 def _run_analyze(data_path: Path, out: Path, args, cfg, device: str) -> dict:
-    from listenable.analyze import clip_ids
     from listenable.data import open_dataset
-    from listenable.distributed import analyze, finished_clips, from_env
+    from listenable.distributed import analyze, from_env
 
     model = common.load_model(args, device)
     spec = args.model or args.checkpoint or "default"
     meta = {**getattr(model, "checkpoint_meta", {}), "checkpoint_path": str(spec)}
     dataset = open_dataset(data_path, split=cfg.split)
     rank = from_env()  # under torchrun: this rank's share of the clips, one bar (rank 0)
-    mine = clip_ids(list(dataset.paths))[rank.rank :: rank.world_size]
-    bar = common.progress(
-        len(mine), "analyze" + rank.label(), disable=None if rank.is_main else True
-    )
-    done = finished_clips(out)
-    bar.update(sum(c in done for c in mine))
+    bars = []
+
+    def on_plan(todo, done):
+        label = "analyze" + rank.label()
+        bars.append(common.progress(todo + done, label, disable=None if rank.is_main else True))
+        bars[0].update(done)
 
     def progress(n, stats):
-        bar.update(n)
-        bar.set_postfix(clips_s=f"{stats['clips_per_s']:.2f}")
+        bars[0].update(n)
+        bars[0].set_postfix(clips_s=f"{stats['clips_per_s']:.2f}")
 
-    summary = analyze(dataset, out, model, meta, cfg, progress=progress)
-    bar.close()
-    return summary
+    try:
+        return analyze(dataset, out, model, meta, cfg, progress=progress, on_plan=on_plan)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -131,8 +158,10 @@ def run(args) -> int:
     from listenable.distributed import process_group
 
     out = Path(args.out)
+    cfg = _analyze_config(args)  # bad options: exit 2 before anything is loaded
+    check_out(Path(args.data), out)
     with process_group(common.device(args.device)) as rank:  # torchrun: clips sharded
-        summary = _run_analyze(Path(args.data), out, args, _analyze_config(args), rank.device)
+        summary = _run_analyze(Path(args.data), out, args, cfg, rank.device)
     if not rank.is_main:  # rank 0 prints and builds the gallery
         return 1 if summary["totals"]["failed"] else 0
     _print_summary(summary, out)

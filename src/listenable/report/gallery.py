@@ -33,6 +33,7 @@ from pathlib import Path
 
 from listenable.atomic import write_text
 from listenable.errors import ListenableError
+from listenable.manifest import MANIFEST, read_rows
 from listenable.report import pages
 from listenable.report.clips import VIEWS, clip_context, number
 from listenable.report.sheets import write_figures
@@ -41,7 +42,6 @@ __all__ = ["build_gallery", "class_page_name", "page_slug", "read_manifest_rows"
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
 SUMMARY = "summary.json"
 EVALUATION = "evaluation"
 #: Clips per class on the Fig. 4-style sheet (the most confident selected ones).
@@ -161,23 +161,10 @@ def _prune_views(out: Path, clips: list[dict]) -> None:
 
 def read_manifest_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of a ``manifest.jsonl``, one per clip_id (its last line wins), in order of
-    first appearance. Lines that are not JSON objects with a ``clip_id`` (a torn last line
-    of a killed run) are skipped with a warning."""
-    rows: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: not JSON, skipped (a torn line?)", path, number)
-                continue
-            if not isinstance(row, dict) or "clip_id" not in row:
-                log.warning("%s:%d: no clip_id, skipped", path, number)
-                continue
-            rows[str(row["clip_id"])] = row
-    return list(rows.values())
+    first appearance. Lines that are not valid rows (a torn last line of a killed run, a
+    row without ``status``...) are skipped with a warning naming the file and line
+    (:func:`listenable.manifest.read_rows`, the reader ``analyze`` uses too)."""
+    return list(read_rows(path).values())
 
 
 def _read_json(path: Path) -> dict | None:

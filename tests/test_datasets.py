@@ -128,8 +128,9 @@ def test_tau_bad_row_names_file_and_line(tau_root, fields, reason):
 
 
 def test_absolute_paths_inside_root_ok_outside_rejected(tau_root):
-    inside = tau_root / "audio/bus-lyon-1-10-a.wav"
+    inside = tau_root / "audio/bus-lyon-9-9-a.wav"
     outside = tau_root.parent / "x.wav"
+    _wav(inside)
     _wav(outside)
     _add_train_row(tau_root, str(inside), "bus")
     assert tau_dataset(tau_root, "train").paths[-1] == inside

@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -166,6 +167,30 @@ def _huge(path, rng):
     )
 
 
+def _declaring(rate: int):
+    """A 2.4 kB 16-bit WAV of silence whose header says ``rate`` Hz (1 Hz: 20 minutes)."""
+
+    def make(path, _rng):
+        sf.write(os.fsencode(path), np.zeros((600, 2), np.int16), 8_000)
+        data = bytearray(path.read_bytes())
+        data[24:32] = struct.pack("<II", rate, rate * 4)  # fmt chunk: rate, byte rate
+        path.write_bytes(bytes(data))
+
+    return make
+
+
+def _silent_flac(seconds: int):
+    """A FLAC of silence, written 10 s at a time (10 minutes: ~110 kB on disk)."""
+
+    def make(path, _rng):
+        block = np.zeros((SAMPLE_RATE * 10, 2), np.int16)
+        with sf.SoundFile(os.fsencode(path), "w", SAMPLE_RATE, 2, format="FLAC") as handle:
+            for _ in range(seconds // 10):
+                handle.write(block)
+
+    return make
+
+
 CASES = {
     "empty": Case("empty.wav", lambda p, r: p.write_bytes(b""), refused="empty file"),
     "truncated_header": Case("truncated.wav", _truncated, refused="not a readable audio file"),
@@ -196,6 +221,23 @@ CASES = {
     "html": Case(f"{EVIL}.wav", _scene()),
     "not_utf8_name": Case(b"caf\xe9 latin-1.wav", _scene()),
     "control_chars_name": Case("tab\tnew\nline.wav", lambda p, r: p.write_bytes(b""), "empty"),
+    "header_says_1_Hz": Case("one hertz.wav", _declaring(1), refused="its header declares 1 Hz"),
+    "10_min_silent_flac": Case(
+        "ten minutes.flac", _silent_flac(600), refused="600.0 s long, over the 240 s limit"
+    ),
+    # not regular files: a folder set refuses them as bad rows, so they are CLI only
+    "fifo": Case(
+        "pipe.wav", lambda p, r: os.mkfifo(p), refused="not a regular file (a FIFO)", analyze=False
+    ),
+    "folder_named_wav": Case(
+        "folder.wav", lambda p, r: p.mkdir(), refused="not a regular file (a folder)", analyze=False
+    ),
+    "dev_zero": Case(
+        "zero.wav",
+        lambda p, r: p.symlink_to("/dev/zero"),
+        refused="not a regular file (a character device)",
+        analyze=False,
+    ),
 }
 
 
@@ -349,7 +391,7 @@ def test_unexpected_failure_of_one_clip_does_not_stop_explain(tmp_path, checkpoi
 
 
 def test_unexpected_failure_of_one_clip_does_not_stop_analyze(tmp_path, checkpoint, monkeypatch):
-    _json_fails_for(monkeypatch, "listenable.analyze", "b")
+    _json_fails_for(monkeypatch, "listenable.writers", "b")  # analyze writes through it
     rng = np.random.default_rng(9)
     for k, stem in enumerate("abc"):
         (tmp_path / "data" / CLASSES[k]).mkdir(parents=True)

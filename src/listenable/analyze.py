@@ -421,6 +421,9 @@ def finish(
     summary["dropped_rows"] = len(dropped)
     rate = meta.get("sample_rate")
     summary["class_profiles"] = class_profiles(order, class_names, rate)
+    from listenable.evaluation.content import class_content
+
+    summary["class_content"] = class_content(order)
     if meta.get("stft"):
         summary["stft"] = meta["stft"]
     summary["clips_per_s"] = processed / elapsed if processed and elapsed > 0 else None
@@ -540,6 +543,8 @@ def _explained(index, wave, notes, one, compared, j, writer, plan, cfg, data_nam
     return {
         **_keys(index, plan),
         "mask_profile": mask_profile(one.mask, explainer.listening),
+        "time_profile": time_profile(one.mask),
+        "content": _content(plan, index, one.mask, wave, explainer),
         "label": label,
         "predicted": record["predicted"],
         "confidence": record["confidence"],
@@ -560,6 +565,39 @@ def _explained(index, wave, notes, one, compared, j, writer, plan, cfg, data_nam
 
 #: Bands of the per-clip mask profile: log-spaced from 50 Hz to Nyquist (and 0–50 Hz).
 PROFILE_BANDS = 32
+#: Equal parts of the clip's duration in the per-clip time profile.
+TIME_SEGMENTS = 20
+
+
+def time_profile(mask: torch.Tensor) -> list[float]:
+    """How much of each :data:`TIME_SEGMENTS`-th of the clip the mask keeps, averaged over
+    frequency: ``mask (bins, frames)`` → values in [0, 1], first to last part."""
+    over_freq = mask.float().mean(dim=0)
+    frames = over_freq.shape[0]
+    edges = [round(k * frames / TIME_SEGMENTS) for k in range(TIME_SEGMENTS + 1)]
+    return [
+        round(float(over_freq[a:max(b, a + 1)].mean()), 4) if a < frames else 0.0
+        for a, b in zip(edges[:-1], edges[1:])
+    ]
+
+
+def _content(plan, index: int, mask, wave, explainer) -> dict | None:
+    """Which annotated event labels the listenable output holds, and how much
+    (:func:`listenable.evaluation.content.listened_content`), for a scenes data set (one
+    with ``scenes.json`` and ``events.csv``); ``None`` elsewhere or when it cannot say."""
+    root = Path(plan.root) if plan.root else None
+    if root is None or not (root / "scenes.json").is_file() or not (root / "events.csv").is_file():
+        return None
+    from listenable.evaluation.content import listened_content
+
+    try:
+        return listened_content(
+            root, plan.rels[index], mask, explainer.listening,
+            channels=wave.shape[0], length=wave.shape[-1],
+        )  # fmt: skip
+    except (ListenableError, OSError, ValueError) as exc:
+        log.warning("%s: no event content (%s)", plan.paths[index], exc)
+        return None
 
 
 def profile_frequencies(sample_rate: int) -> list[float]:
@@ -589,19 +627,25 @@ def mask_profile(mask: torch.Tensor, stft) -> list[float]:
 
 
 def class_profiles(rows, class_names: list[str], sample_rate: int | None) -> dict:
-    """Per predicted class: the mean mask profile of its explained clips (``summary.json``'s
-    ``class_profiles``: ``{class: {"frequencies_hz": [...], "mean_mask": [...], "clips": n}}``)."""
+    """Per predicted class: the mean mask profiles of its explained clips (``summary.json``'s
+    ``class_profiles``: ``{class: {"frequencies_hz": [...], "mean_mask": [...],
+    "mean_time_profile": [...] (over :data:`TIME_SEGMENTS` equal parts of the clip),
+    "clips": n}}``)."""
     sums: dict[str, list] = {}
     for row in rows:
         profile = row.get("mask_profile")
         name = row.get("predicted")
         if row.get("status") != "ok" or not isinstance(profile, list) or not name:
             continue
-        entry = sums.setdefault(name, [[0.0] * len(profile), 0])
+        entry = sums.setdefault(name, [[0.0] * len(profile), 0, [0.0] * TIME_SEGMENTS, 0])
         if len(entry[0]) != len(profile):
             continue
         entry[0] = [a + float(b) for a, b in zip(entry[0], profile)]
         entry[1] += 1
+        times = row.get("time_profile")
+        if isinstance(times, list) and len(times) == TIME_SEGMENTS:
+            entry[2] = [a + float(b) for a, b in zip(entry[2], times)]
+            entry[3] += 1
     if sample_rate is None:
         return {}
     freqs = profile_frequencies(sample_rate)
@@ -609,9 +653,10 @@ def class_profiles(rows, class_names: list[str], sample_rate: int | None) -> dic
         name: {
             "frequencies_hz": freqs,
             "mean_mask": [round(v / n, 4) for v in total],
+            "mean_time_profile": [round(v / m, 4) for v in times] if m else None,
             "clips": n,
         }
-        for name, (total, n) in sums.items()
+        for name, (total, n, times, m) in sums.items()
         if n and len(total) == len(freqs)
     }
 

@@ -6,6 +6,13 @@ FrontEnd`) and the provenance (command, seed, data, time). Both are validated on
 class count must match the weights, the front end must be one listenable computes, and
 every tensor must have the shape the architecture expects. Checkpoints of the first
 format, whose sidecar holds the reference model's ``features`` instead, keep loading.
+
+Loading checks before it builds or allocates anything: both files are regular files (a
+FIFO would block), the sidecar is at most :data:`MAX_SIDECAR_BYTES`, its architecture holds
+only the keys its network takes, in range and consistent with the front end, there are at
+most :data:`MAX_CLASSES` class names, each non-empty and printable (no escape sequences
+reach a terminal), and the safetensors header (read without loading a tensor) names
+exactly the tensors, shapes and dtypes of the network built on the ``meta`` device.
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from listenable.atomic import atomic_path, write_json
 from listenable.errors import CheckpointError
 from listenable.frontends import FrontEnd
+from listenable.io import file_problem
 from listenable.models import Explainable, as_explainable, build_model
 
 __all__ = [
@@ -33,6 +41,8 @@ __all__ = [
     "explainable_for",
     "SHIPPED",
     "FORMAT_VERSION",
+    "MAX_CLASSES",
+    "MAX_SIDECAR_BYTES",
 ]
 
 FORMAT_VERSION = 1
@@ -42,6 +52,21 @@ DEFAULT_CHECKPOINT = _ASSETS / "mcdonnell_gao_scenes.safetensors"
 #: The shipped models by name (``--model default`` / ``--model small``).
 SHIPPED = {"default": DEFAULT_CHECKPOINT, "small": _ASSETS / "small_scenes.safetensors"}
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+; torch.save's zip container
+#: The largest JSON sidecar read: 10,000 class names of 200 characters (even written as
+#: ``\\uXXXX`` escapes) and a 510-epoch training history fit in it.
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
+#: The most class names a checkpoint may have (the networks' own limit).
+MAX_CLASSES = 10_000
+_MAX_NAME = 200  # characters in one class name
+#: The keyword arguments each network's ``architecture`` may hold, beyond ``name``.
+_ARCH_KEYS = {
+    "McDonnellGao": ("n_classes", "n_mels", "in_channels"),
+    "SmallCNN": ("n_classes", "n_mels", "widths", "dropout"),
+}
+#: safetensors dtype names -> torch dtypes (the ones listenable's networks hold)
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16,
+           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I8": torch.int8,
+           "U8": torch.uint8, "BOOL": torch.bool}  # fmt: skip
 
 
 def default_checkpoint() -> Path:
@@ -102,11 +127,15 @@ def load_checkpoint(
     """Load ``(model, metadata)`` from a safetensors checkpoint and its JSON sidecar.
 
     With no ``path``, the shipped model. The model is returned in eval mode. A pickle or
-    ``torch.save`` file is refused without being unpickled.
+    ``torch.save`` file is refused without being unpickled; everything is checked against
+    the sidecar and the safetensors header before the network is built (module doc).
     """
     path = default_checkpoint() if path is None else Path(path)
-    if not path.exists():
+    problem = file_problem(path)
+    if problem == "file not found":
         raise CheckpointError(f"{path}: checkpoint not found")
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}; expected a .safetensors checkpoint")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head.startswith(_PICKLE_MAGIC):
@@ -115,45 +144,82 @@ def load_checkpoint(
             "(they can run arbitrary code). Convert it to safetensors with the code that made it."
         )
     meta_path = _sidecar(path)
-    if not meta_path.exists():
-        raise CheckpointError(f"{path}: metadata {meta_path.name} is missing beside it")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: malformed JSON ({exc})") from None
+    meta = _read_sidecar(path, meta_path)
     _validate_metadata(meta, meta_path)
+    header = _read_header(path)
+    try:
+        with torch.device("meta"):  # shapes and dtypes only: nothing is allocated
+            expected = build_model(meta["architecture"]).state_dict()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path}: bad architecture ({exc})") from None
+    _match_header(header, expected, path)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from None
-    try:
-        model = build_model(meta["architecture"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{meta_path}: bad architecture ({exc})") from None
-    if model.n_classes != len(meta["class_names"]):
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf")
+    model = build_model(meta["architecture"])
+    model.load_state_dict(tensors)
+    model.class_names = list(meta["class_names"])
+    return model.to(device).eval(), meta
+
+
+def _read_sidecar(path: Path, meta_path: Path) -> dict:
+    problem = file_problem(meta_path)
+    if problem == "file not found":
+        raise CheckpointError(f"{path}: metadata {meta_path.name} is missing beside it")
+    if problem is not None:
+        raise CheckpointError(f"{meta_path}: {problem}; expected the checkpoint's JSON")
+    size = meta_path.stat().st_size
+    if size > MAX_SIDECAR_BYTES:
         raise CheckpointError(
-            f"{meta_path}: {len(meta['class_names'])} class names but the architecture has "
-            f"{model.n_classes} classes"
+            f"{meta_path}: {size:,} bytes, larger than a checkpoint's metadata can be "
+            f"({MAX_SIDECAR_BYTES:,} bytes at most)"
         )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    try:
+        with open(meta_path, "rb") as handle:  # at most the limit, even if the file grows
+            return json.loads(handle.read(MAX_SIDECAR_BYTES + 1).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: malformed JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{meta_path}: malformed JSON (nested too deeply)") from None
+
+
+def _read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``name -> (shape, dtype name)`` of the tensors in a safetensors file, from its
+    header alone."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {
+                key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype())
+                for key in handle.keys()  # noqa: SIM118 (a safe_open handle, not a dict)
+            }
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def _match_header(header: dict, expected: dict, path: Path) -> None:
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match the architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
+    for name, (shape, dtype) in header.items():
+        want = expected[name]
+        if shape != tuple(want.shape):
             raise CheckpointError(
-                f"{path}: tensor {name} has shape {tuple(tensor.shape)}, expected "
-                f"{tuple(expected[name].shape)} (class count or architecture mismatch)"
+                f"{path}: tensor {name} has shape {shape}, expected {tuple(want.shape)} "
+                "(class count or architecture mismatch)"
             )
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf")
-    model.load_state_dict(tensors)
-    model.class_names = list(meta["class_names"])
-    return model.to(device).eval(), meta
+        if _DTYPES.get(dtype) != want.dtype:
+            raise CheckpointError(
+                f"{path}: tensor {name} is {dtype}, expected {str(want.dtype).replace('torch.', '')}"
+                " (listenable does not cast weights)"
+            )
 
 
 def load_explainable(
@@ -177,23 +243,104 @@ def _validate_metadata(meta: object, where: Path) -> None:
     names = meta.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"{where}: class_names must be a non-empty list of strings")
-    if len(set(names)) != len(names):
-        raise CheckpointError(f"{where}: class_names has duplicates")
-    arch = meta.get("architecture")
-    if not isinstance(arch, dict):
-        raise CheckpointError(f"{where}: architecture missing")
-    if arch.get("n_classes", len(names)) != len(names):
-        raise CheckpointError(
-            f"{where}: {len(names)} class names but the architecture has "
-            f"{arch.get('n_classes')!r} classes"
-        )
+    _validate_class_names(names, where)
     if "front_end" in meta:
         try:
-            FrontEnd.from_settings(meta["front_end"])
+            front_end = FrontEnd.from_settings(meta["front_end"])
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: bad front_end settings ({exc})") from None
-        return
-    _validate_features(meta.get("features"), where)
+    else:
+        front_end = _validate_features(meta.get("features"), where)
+    _validate_architecture(meta.get("architecture"), len(names), front_end, where)
+
+
+def _validate_class_names(names: list[str], where: Path) -> None:
+    if len(names) > MAX_CLASSES:
+        raise CheckpointError(f"{where}: {len(names):,} class names; at most {MAX_CLASSES:,}")
+    for i, name in enumerate(names):
+        if not name.strip():
+            raise CheckpointError(f"{where}: class name {i} is empty")
+        if len(name) > _MAX_NAME:
+            raise CheckpointError(
+                f"{where}: class name {i} has {len(name)} characters; at most {_MAX_NAME}"
+            )
+        if not name.isprintable():  # ANSI escapes, newlines, bidi overrides, ...
+            raise CheckpointError(f"{where}: class name {i} {ascii(name)} holds control characters")
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"{where}: class_names has duplicates")
+
+
+def _validate_architecture(arch: object, n_names: int, front_end: FrontEnd, where: Path) -> None:
+    """Known network, known keys, values in range and matching the front end: checked on
+    the JSON, before anything is built."""
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"{where}: architecture missing")
+    name = arch.get("name")
+    if name not in _ARCH_KEYS:
+        raise CheckpointError(
+            f"{where}: bad architecture (unknown architecture {name!r}; known: "
+            f"{sorted(_ARCH_KEYS)})"
+        )
+    unknown = sorted(set(arch) - {"name", *_ARCH_KEYS[name]})
+    if unknown:
+        raise CheckpointError(
+            f"{where}: bad architecture ({name} got an unexpected keyword argument "
+            f"{unknown[0]!r}; it takes {', '.join(_ARCH_KEYS[name])})"
+        )
+
+    def integer(key, default, lo, hi):
+        value = arch.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise CheckpointError(
+                f"{where}: bad architecture ({key}={value!r} must be an integer in [{lo}, {hi}])"
+            )
+        return value
+
+    n_classes = arch.get("n_classes", 10)
+    if n_classes != n_names or isinstance(n_classes, bool):
+        raise CheckpointError(
+            f"{where}: {n_names} class names but the architecture has {n_classes!r} classes"
+        )
+    integer("n_classes", 10, 1, MAX_CLASSES)
+    if name == "McDonnellGao":
+        n_mels = integer("n_mels", 128, 2, 1_024)
+        channels = integer("in_channels", 6, 1, 64)
+        if n_mels % 2:
+            raise CheckpointError(
+                f"{where}: bad architecture (n_mels={n_mels} must be even: two band paths)"
+            )
+    else:
+        n_mels = integer("n_mels", 64, 16, 512)
+        channels = 1
+        widths = arch.get("widths", [24, 48, 96, 192])
+        if (
+            not isinstance(widths, list)
+            or len(widths) != 4
+            or any(isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 1_024
+                   for w in widths)
+        ):  # fmt: skip
+            raise CheckpointError(
+                f"{where}: bad architecture (widths={widths!r} must be 4 integers in [1, 1024])"
+            )
+        dropout = arch.get("dropout", 0.2)
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0 <= dropout < 1
+        ):
+            raise CheckpointError(
+                f"{where}: bad architecture (dropout={dropout!r} must be a number in [0, 1))"
+            )
+    if n_mels != front_end.n_mels:
+        raise CheckpointError(
+            f"{where}: the architecture takes n_mels={n_mels} but the front end computes "
+            f"{front_end.n_mels} mel bands"
+        )
+    if channels != front_end.feature_channels:
+        raise CheckpointError(
+            f"{where}: the architecture takes {channels} feature channels but the front end "
+            f"computes {front_end.feature_channels}"
+        )
 
 
 #: Settings of the first checkpoint format's ``features`` (the reference front end).
@@ -205,7 +352,7 @@ _FEATURES_V1 = {
 }  # fmt: skip
 
 
-def _validate_features(feats, where: Path) -> None:
+def _validate_features(feats, where: Path) -> FrontEnd:
     known = _FEATURES_V1
     if not isinstance(feats, dict):
         raise CheckpointError(f"{where}: front-end settings missing")
@@ -231,8 +378,8 @@ def _validate_features(feats, where: Path) -> None:
                 f"({known[key]!r})"
             )
     try:
-        front_end_for({"features": feats})
-    except ValueError as exc:
+        return front_end_for({"features": feats})
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: bad feature settings ({exc})") from None
 
 

@@ -128,9 +128,20 @@ def row_problem(row: object) -> str | None:
         isinstance(probs, dict) and all(_number(v) for v in probs.values())
     ):
         return "probabilities is not an object of numbers"
-    profile = row.get("mask_profile")
-    if profile is not None and not (isinstance(profile, list) and all(_number(v) for v in profile)):
-        return "mask_profile is not a list of numbers"
+    for key in ("mask_profile", "time_profile"):
+        profile = row.get(key)
+        if profile is not None and not (
+            isinstance(profile, list) and all(_number(v) for v in profile)
+        ):
+            return f"{key} is not a list of numbers"
+    content = row.get("content")
+    if content is not None and not (
+        isinstance(content, dict)
+        and all(
+            isinstance(v, dict) and all(_number(x) for x in v.values()) for v in content.values()
+        )
+    ):
+        return "content is not an object of {kept, share} numbers"
     notes = row.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         return "notes is not a list of strings"

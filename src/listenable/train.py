@@ -113,6 +113,10 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """This config with the architecture's canonical name and its default crop filled in
         (a ``UsageError`` for an unknown architecture)."""
+        for key in ("epochs", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{key} must be a positive integer, got {value!r}")
         name = ALIASES.get(self.architecture, self.architecture)
         if name not in ARCHITECTURES:
             known = sorted(ARCHITECTURES) + sorted(ALIASES)

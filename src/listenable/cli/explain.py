@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from listenable.cli import common
-from listenable.errors import ListenableError, UsageError
+from listenable.errors import AudioError, ListenableError, UsageError
 
 
 def add_parser(sub) -> None:
@@ -16,42 +17,87 @@ def add_parser(sub) -> None:
     common.add_mask_options(p)
     common.add_device(p)
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="refuse clips longer than this (default 240: explaining a 240 s clip peaks at "
+        "about 1.7 GB, and memory grows with the clip)",
+    )
     p.set_defaults(func=run)
 
 
+def check_out(out: str | os.PathLike) -> None:
+    """``--out`` must be a folder or a path a folder can be made at: refused up front (a
+    usage error) when it, or the nearest part of it that exists, is not a folder."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, so no folder can be made below it")
+
+
+def check_max_duration(seconds: float | None) -> None:
+    if seconds is not None and not seconds > 0:  # also NaN
+        raise UsageError(f"--max-duration {seconds:g}: must be a positive number of seconds")
+
+
 def run(args) -> int:
-    from listenable.io import display_name
+    from listenable.io import MAX_DURATION, audio_info, duration_limit
     from listenable.writers import ExplanationWriter
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out}: exists and is not a folder")
+    check_out(args.out)
+    check_max_duration(args.max_duration)
     model = common.load_model(args, common.device(args.device))
-    writer = ExplanationWriter(
-        model,
-        None,
-        Path(args.out),
-        target=args.target,
-        inputs=args.clips,
-        **common.mask_settings(args),
-    )
-    rate = model.front_end.sample_rate
-    failures = 0
-    bar = common.progress(len(args.clips), "explain")
-    for clip in args.clips:
-        try:
-            stem = writer.explain_file(Path(clip))
-            bar.write(f"{display_name(clip)}: {stem}.listenable.wav ({rate} Hz)")
-        except ListenableError as exc:
-            failures += 1
-            bar.write(f"error: {exc}")
-        except (OSError, ValueError, RuntimeError) as exc:  # one clip must not stop the run
-            failures += 1
-            reason = (str(exc).splitlines() or [""])[0]
-            bar.write(f"error: {display_name(clip)}: {type(exc).__name__}: {reason}")
-        bar.update(1)
-    bar.close()
+    with duration_limit(args.max_duration or MAX_DURATION):
+        refused = {}  # clips refused from their header alone: before the explainer is built
+        for clip in args.clips:
+            try:
+                audio_info(clip)
+            except AudioError as exc:
+                refused[clip] = str(exc)
+        writer = None
+        if len(refused) < len(args.clips):
+            writer = ExplanationWriter(
+                model,
+                None,
+                Path(args.out),
+                target=args.target,
+                inputs=args.clips,
+                **common.mask_settings(args),
+            )
+        failures = _explain_all(args, writer, refused, model.front_end.sample_rate)
     print(
         f"wrote {len(args.clips) - failures} explanation(s) to {args.out}"
         + (f"; {failures} clip(s) failed" if failures else "")
     )
     return 1 if failures else 0
+
+
+def _explain_all(args, writer, refused: dict, rate: int) -> int:
+    from listenable.io import display_name
+
+    failures = 0
+    bar = common.progress(len(args.clips), "explain")
+    for clip in args.clips:
+        if clip in refused:
+            failures += 1
+            bar.write(f"error: {refused[clip]}")
+        else:
+            try:
+                stem = writer.explain_file(Path(clip))
+                bar.write(f"{display_name(clip)}: {stem}.listenable.wav ({rate} Hz)")
+            except ListenableError as exc:
+                failures += 1
+                bar.write(f"error: {exc}")
+            except (OSError, ValueError, RuntimeError, MemoryError) as exc:  # one clip only
+                failures += 1
+                reason = (str(exc).splitlines() or [""])[0]
+                bar.write(f"error: {display_name(clip)}: {type(exc).__name__}: {reason}")
+        bar.update(1)
+    bar.close()
+    return failures

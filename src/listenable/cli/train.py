@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from listenable.cli import common
+from listenable.errors import UsageError
 
 
 def add_parser(sub) -> None:
@@ -19,7 +20,12 @@ def add_parser(sub) -> None:
         default="reference",
         help="the McDonnell-Gao network (default) or the small 16 kHz CNN",
     )
-    p.add_argument("--split", default="train")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="train, evaluate, test or all for a TAU tree (default train); sets without "
+        "splits (class folders, a CSV list) are read whole",
+    )
     p.add_argument("--epochs", type=int, default=510)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0)
@@ -38,6 +44,12 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from listenable.distributed import process_group
+
+    if args.epochs < 1 or args.batch_size < 1 or args.workers < 0 or args.precise_bn < 0:
+        raise UsageError(
+            f"--epochs {args.epochs} --batch-size {args.batch_size}: need at least one epoch "
+            "and a batch size of at least 1 (and --workers, --precise-bn of 0 or more)"
+        )
 
     with process_group(common.device(args.device)) as rank:  # torchrun: DDP; else one process
         return _train(args, rank)
@@ -61,7 +73,7 @@ def _train(args, rank) -> int:
             "provenance": {
                 "command": "listenable " + " ".join(sys.argv[1:]),
                 "data": str(args.data),
-                "split": args.split,
+                "split": args.split or "train",
                 "seed": args.seed,
                 "clips": len(dataset),
             }

@@ -5,9 +5,13 @@ Every data set yields ``(waveform, label_index, path)``: ``waveform`` is float32
 ``__getitem__`` (so DataLoader workers do the decoding); ``label_index`` is an ``int``
 (``-1`` where the split has no labels, e.g. TAU ``fold1_test.csv``); ``path`` is a ``str``.
 
-Rows are validated when the data set is built (path inside the data root, file present,
-label known, header right); the first bad row raises a one-line
-:class:`~listenable.errors.DatasetError` naming the CSV file and its line, or, with
+Rows are validated when the data set is built: the path stays inside the data root, also
+once symlinks are resolved; it names a regular file (not a folder or a FIFO named
+``.wav``); the label is known and not empty; the row has as many fields as the header
+(a stray tab or comma is not read as a column); the file is UTF-8; a file listed twice
+with two labels is a bad row naming both lines (a repeated identical row is kept once,
+with a warning). The first bad row raises a one-line
+:class:`~listenable.errors.DatasetError` naming the file and its line, or, with
 ``on_error="skip"``, every bad row is logged, left out and recorded in ``.rejected``.
 Decoding errors surface later, in ``__getitem__``, as :class:`~listenable.errors.AudioError`.
 """
@@ -17,22 +21,25 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.data import Dataset
 
-from listenable.errors import DatasetError
-from listenable.io import load_audio, load_for
+from listenable.errors import DatasetError, ListenableError
+from listenable.io import display_name, file_problem, load_audio, load_for
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "TAU_SPLITS",
     "AudioDataset",
+    "Guarded",
     "collate_clips",
     "csv_dataset",
     "folder_dataset",
+    "group_by_length",
     "open_dataset",
     "tau_dataset",
 ]
@@ -44,6 +51,7 @@ AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "aiff", "aif")
 #: Splits of :func:`tau_dataset`; ``"all"`` reads ``meta.csv``.
 TAU_SPLITS = ("train", "evaluate", "test", "all")
 _ON_ERROR = ("raise", "skip")
+T = TypeVar("T")
 
 
 class AudioDataset(Dataset):
@@ -67,6 +75,8 @@ class AudioDataset(Dataset):
     ) -> None:
         #: the front end clips are loaded for (rate, channels); ``None``: 48 kHz stereo
         self.front_end = None
+        #: the longest clip loaded, in seconds; ``None``: :data:`listenable.io.MAX_DURATION`
+        self.max_duration: float | None = None
         self.items: list[tuple[Path, int]] = [(Path(p), int(label)) for p, label in items]
         self.class_names: list[str] = list(class_names)
         self.root = Path(root)
@@ -93,9 +103,9 @@ class AudioDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         path, label = self.items[index]
         if self.front_end is not None:
-            wave, _notes = load_for(path, self.front_end)
+            wave, _notes = load_for(path, self.front_end, max_duration=self.max_duration)
         else:
-            wave, _notes = load_audio(path)
+            wave, _notes = load_audio(path, max_duration=self.max_duration)
         return wave, label, str(path)
 
     def __repr__(self) -> str:
@@ -103,6 +113,30 @@ class AudioDataset(Dataset):
             f"{type(self).__name__}({len(self)} clips, {len(self.class_names)} classes, "
             f"root={str(self.root)!r})"
         )
+
+
+class Guarded(Dataset):
+    """``dataset[i]`` as ``(wave, label, path, None)``, or ``(None, label, path, error)``
+    for a clip that cannot be loaded (``error``: its one-line message), so that one bad
+    file costs one record, not the run. Use it with a ``collate_fn`` that keeps the list
+    (``lambda batch: batch``), then :func:`group_by_length` the good items."""
+
+    def __init__(self, dataset: AudioDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        path, label = self.dataset.items[index]
+        try:
+            wave, label, path = self.dataset[index]
+            return wave, label, str(path), None
+        except ListenableError as exc:
+            return None, label, str(path), str(exc)
+        except Exception as exc:  # an unexpected decoder failure must not stop the run
+            reason = (str(exc).splitlines() or [""])[0]
+            return None, label, str(path), f"{display_name(path)}: {type(exc).__name__}: {reason}"
 
 
 def collate_clips(
@@ -125,6 +159,17 @@ def collate_clips(
     return torch.stack(waves), torch.tensor(labels, dtype=torch.long), list(paths)
 
 
+def group_by_length(items: Iterable[T], length: Callable[[T], int]) -> list[list[T]]:
+    """``items`` in groups of equal ``length(item)`` (groups in the order their first item
+    comes, items in their order), so that clips of different lengths run as separate
+    sub-batches: padding them to one length would change a global average pool, and so
+    the prediction and the explanation."""
+    groups: dict[int, list[T]] = {}
+    for item in items:
+        groups.setdefault(int(length(item)), []).append(item)
+    return list(groups.values())
+
+
 # --------------------------------------------------------------------------- row checking
 
 
@@ -135,48 +180,95 @@ class _Rows:
         if on_error not in _ON_ERROR:
             raise DatasetError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
         self.root = Path(os.path.abspath(root))
+        self.real_root = os.path.realpath(self.root)
         self.class_index = (
             None if class_names is None else {c: i for i, c in enumerate(class_names)}
         )
         self.on_error = on_error
-        self.items: list[tuple[Path, int]] = []
+        #: real path -> (path, label index, label, where it is listed); insertion-ordered
+        self._kept: dict[str, tuple] = {}
+        #: real paths listed with two labels -> (first label, where it was first listed)
+        self._conflicts: dict[str, tuple[str | None, str]] = {}
         self.rejected: list[tuple[str, str]] = []
 
-    def add(self, source: Path, line: int, row_path: str, label: str | None) -> None:
-        """Check one row (``label=None``: unlabelled) and keep it or reject it."""
+    @property
+    def items(self) -> list[tuple[Path, int]]:
+        return [(path, index) for path, index, *_ in self._kept.values()]
+
+    def add(self, source: Path, line: int | None, row_path: str, label: str | None) -> None:
+        """Check one row (``label=None``: unlabelled; ``line=None``: a file found in a
+        folder) and keep it or reject it."""
         try:
-            path = self._check_path(row_path)
+            path, real = self._check_path(row_path)
             index = -1 if label is None else self._check_label(label)
         except _BadRow as bad:
             self.reject(source, line, row_path, str(bad))
             return
-        self.items.append((path, index))
+        where = f"line {line}" if line is not None else f"as {row_path}"
+        if real in self._conflicts:
+            first_label, first_where = self._conflicts[real]
+            self.reject(
+                source, line, row_path, _two_labels(row_path, label, first_label, first_where)
+            )
+            return
+        if real in self._kept:
+            path0, _, first_label, first_where = self._kept[real]
+            if first_label == label:
+                log.warning(
+                    "%s, %s repeats %s (%s); kept once",
+                    display_name(source), where, first_where, display_name(path0),
+                )  # fmt: skip
+                return
+            del self._kept[real]
+            self._conflicts[real] = (first_label, first_where)
+            self.reject(
+                source, line, row_path, _two_labels(row_path, label, first_label, first_where)
+            )
+            return
+        self._kept[real] = (path, index, label, where)
 
-    def reject(self, source: Path, line: int, row_path: str, reason: str) -> None:
-        message = f"{source}, line {line}: {reason}"
+    def reject(self, source: Path, line: int | None, row_path: str, reason: str) -> None:
+        where = display_name(source) if line is None else f"{display_name(source)}, line {line}"
+        message = f"{where}: {reason}"
         if self.on_error == "raise":
             raise DatasetError(message)
         log.warning("skipped row: %s", message)
         self.rejected.append((row_path, message))
 
-    def _check_path(self, row_path: str) -> Path:
+    def _check_path(self, row_path: str) -> tuple[Path, str]:
         if not row_path:
             raise _BadRow("empty path")
         joined = os.path.normpath(os.path.join(self.root, row_path))
         if os.path.commonpath([joined, str(self.root)]) != str(self.root):
             raise _BadRow(f"path {row_path!r} leaves the data root {self.root}")
-        path = Path(joined)
-        if not path.is_file():
-            raise _BadRow(f"file not found: {path}")
-        return path
+        real = os.path.realpath(joined)
+        if os.path.commonpath([real, self.real_root]) != self.real_root:
+            raise _BadRow(
+                f"path {row_path!r} resolves to {display_name(real)}, outside the data root "
+                f"{self.root} (a symlink)"
+            )
+        problem = file_problem(joined)
+        if problem is not None:
+            raise _BadRow(f"{problem}: {display_name(joined)}")
+        return Path(joined), real
 
     def _check_label(self, label: str) -> int:
         if self.class_index is None:
             raise AssertionError("labels need a class list")  # internal: callers pass one
+        if not label:
+            raise _BadRow("empty label")
         if label not in self.class_index:
             known = ", ".join(self.class_index)
             raise _BadRow(f"unknown label {label!r} (classes: {known})")
         return self.class_index[label]
+
+
+def _two_labels(row_path: str, label, first_label, first_where: str) -> str:
+    first_where = f"on {first_where}" if first_where.startswith("line") else first_where
+    return (
+        f"{row_path!r} is labelled {label!r} here but {first_label!r} {first_where}; "
+        "neither is used (remove the wrong row)"
+    )
 
 
 class _BadRow(Exception):
@@ -185,12 +277,21 @@ class _BadRow(Exception):
 
 def _read_table(path: Path, delimiter: str, required: Sequence[str]):
     """Read a delimited file with a header; return ``(header, [(line, fields), ...])``."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
+    problem = file_problem(path)
+    if problem is not None:
+        raise DatasetError(f"{display_name(path)}: {problem}")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc})") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{display_name(path)}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(
+            f"{display_name(path)}, line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
     lines = text.splitlines()
     rows = list(csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL))
     sep = "tab" if delimiter == "\t" else repr(delimiter)
@@ -213,14 +314,22 @@ def _table_rows(
 ) -> None:
     header, body = _read_table(path, delimiter, required)
     col = {name: header.index(name) for name in required}
+    sep = "tab" if delimiter == "\t" else repr(delimiter)
     for line, fields in body:
         row_path = fields[col[path_col]].strip() if len(fields) > col[path_col] else ""
-        if len(fields) < len(header):
+        if not "".join(fields).strip():
+            rows.reject(path, line, "", "a line of only spaces or tabs; remove it")
+            continue
+        while len(fields) > len(header) and not fields[-1].strip():
+            fields = fields[:-1]  # a trailing separator adds no column
+        if len(fields) != len(header):
+            stray = f"; a stray {sep} inside the row?" if len(fields) > len(header) else ""
             rows.reject(
                 path,
                 line,
                 row_path,
-                f"{len(fields)} fields, the header names {len(header)} ({', '.join(header)})",
+                f"{len(fields)} fields, the header names {len(header)} ({', '.join(header)})"
+                + stray,
             )
             continue
         label = None if label_col is None else fields[col[label_col]].strip()
@@ -281,11 +390,15 @@ def _tau_classes(meta: Path, setup: Path) -> list[str]:
 # --------------------------------------------------------------------------- folders, CSV
 
 
-def folder_dataset(root: str | os.PathLike) -> AudioDataset:
+def folder_dataset(root: str | os.PathLike, *, on_error: str = "raise") -> AudioDataset:
     """One sub-folder per class (class = folder name, sorted); audio files found recursively.
 
     Files are those ending in one of :data:`AUDIO_EXTENSIONS` (any case), sorted by path
-    within each class. Hidden folders and files (``.name``) are ignored.
+    within each class. Hidden folders and files (``.name``) are ignored. An entry named
+    like an audio file that is not a regular file (a FIFO, a folder named ``x.wav``), or
+    that resolves (through a symlink) outside ``root``, is a bad row: it raises a
+    :class:`~listenable.errors.DatasetError` naming it, or with ``on_error="skip"`` is
+    logged, left out and recorded in ``.rejected``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -296,21 +409,22 @@ def folder_dataset(root: str | os.PathLike) -> AudioDataset:
     )
     if not class_dirs:
         raise DatasetError(f"{root}: no class sub-folders (expected one folder per class)")
-    items: list[tuple[Path, int]] = []
-    for index, class_dir in enumerate(class_dirs):
-        files = sorted(f for f in class_dir.rglob("*") if _is_audio_file(f, class_dir))
+    rows = _Rows(root, [d.name for d in class_dirs], on_error)
+    for class_dir in class_dirs:
+        files = sorted(f for f in class_dir.rglob("*") if _is_audio_name(f, class_dir))
         if not files:
             log.warning("%s: class folder holds no audio files", class_dir)
-        items.extend((f, index) for f in files)
-    if not items:
+        for f in files:
+            rows.add(class_dir, None, os.path.relpath(f, rows.root), class_dir.name)
+    if not rows.items and not rows.rejected:
         raise DatasetError(
             f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in its class folders"
         )
-    return AudioDataset(items, [d.name for d in class_dirs], root)
+    return AudioDataset(rows.items, [d.name for d in class_dirs], root, rejected=rows.rejected)
 
 
-def _is_audio_file(path: Path, base: Path) -> bool:
-    if path.suffix.lower().lstrip(".") not in AUDIO_EXTENSIONS or not path.is_file():
+def _is_audio_name(path: Path, base: Path) -> bool:
+    if path.suffix.lower().lstrip(".") not in AUDIO_EXTENSIONS:
         return False
     return not any(part.startswith(".") for part in path.relative_to(base).parts)
 
@@ -339,25 +453,44 @@ def csv_dataset(
     return AudioDataset(rows.items, class_names, root, rejected=rows.rejected)
 
 
-def open_dataset(path: str | os.PathLike, split: str = "train", **options) -> AudioDataset:
+def open_dataset(
+    path: str | os.PathLike,
+    split: str | None = None,
+    *,
+    default_split: str = "train",
+    **options,
+) -> AudioDataset:
     """Open ``path`` as whatever kind it is.
 
-    A folder with ``meta.csv`` or ``evaluation_setup/`` -> :func:`tau_dataset` (``split``);
-    a ``.csv`` file -> :func:`csv_dataset`; a folder of class folders -> :func:`folder_dataset`.
-    ``options`` go to the chosen constructor (e.g. ``on_error``).
+    A folder with ``meta.csv`` or ``evaluation_setup/`` -> :func:`tau_dataset` (``split``,
+    one of :data:`TAU_SPLITS`; ``None``: ``default_split``); a ``.csv`` file ->
+    :func:`csv_dataset`; a folder of class folders -> :func:`folder_dataset`. Sets without
+    splits are read whole: their ``split`` must be ``None``, ``default_split`` or
+    ``"all"``; any other is refused rather than ignored. ``options`` go to the chosen
+    constructor (e.g. ``on_error``).
     """
     path = Path(path)
     if path.is_dir():
         if (path / "meta.csv").is_file() or (path / "evaluation_setup").is_dir():
-            return tau_dataset(path, split, **options)
+            return tau_dataset(path, default_split if split is None else split, **options)
         if any(d.is_dir() and not d.name.startswith(".") for d in path.iterdir()):
+            _whole(path, split, default_split, "a folder of class folders")
             return folder_dataset(path, **options)
         raise DatasetError(
             f"{path}: not a data set (expected a TAU tree with meta.csv, a folder of class "
             "folders, or a .csv file)"
         )
     if path.suffix.lower() == ".csv" and path.is_file():
+        _whole(path, split, default_split, "a CSV list")
         return csv_dataset(path, **options)
     if not path.exists():
         raise DatasetError(f"{path}: not found")
     raise DatasetError(f"{path}: not a data set (expected a folder or a .csv file)")
+
+
+def _whole(path: Path, split: str | None, default_split: str, kind: str) -> None:
+    if split not in (None, default_split, "all"):
+        raise DatasetError(
+            f"{display_name(path)}: {kind} has no splits, so split {split!r} cannot be read; "
+            f"leave the split out (splits {', '.join(TAU_SPLITS)} exist in TAU trees only)"
+        )

@@ -413,6 +413,15 @@ def _check(s: dict) -> None:
         )
     if s["power"] not in (1.0, 2.0) or not s["scale"] > 0 or not s["eps"] > 0:
         raise ValueError("front end needs power 1 or 2, scale > 0 and eps > 0")
+    if not s["amin"] > 0 or not s["ref"] > 0:
+        raise ValueError(f"front end needs amin > 0 and ref > 0; got {s['amin']}, {s['ref']}")
+    for key in ("deltas", "delta_width", "channels"):  # 5.0 would pass the checks below
+        if isinstance(s[key], bool) or not isinstance(s[key], int):
+            raise ValueError(f"front-end setting {key}={s[key]!r} must be an integer")
+    if not isinstance(s["center"], bool):
+        raise ValueError(f"front-end setting center={s['center']!r} must be true or false")
+    if s["norm"] not in (None, "slaney"):
+        raise ValueError(f"front-end setting norm={s['norm']!r} must be None or 'slaney'")
     if s["kind"] not in KINDS:
         raise ValueError(f"unknown front-end kind {s['kind']!r}; choose from {KINDS}")
     if s["kind"] == "stft" and s["mel_scale"] not in MEL_SCALES:
@@ -430,7 +439,9 @@ def _check(s: dict) -> None:
     if s["layout"] in ("btf", "bft") and s["channels"] * (1 + s["deltas"]) != 1:
         raise ValueError(f"layout {s['layout']!r} holds one feature channel (mono, no deltas)")
     if s["max_frames"] is not None and not (
-        isinstance(s["max_frames"], int) and 0 < s["max_frames"] <= 1_000_000
+        isinstance(s["max_frames"], int)
+        and not isinstance(s["max_frames"], bool)
+        and 0 < s["max_frames"] <= 1_000_000
     ):
         raise ValueError(f"max_frames must be a positive integer, got {s['max_frames']!r}")
     if not s["center"] and s["kind"] == "stft":
@@ -441,5 +452,7 @@ def _check(s: dict) -> None:
         isinstance(s["top_db"], (int, float)) and math.isfinite(s["top_db"]) and s["top_db"] > 0
     ):
         raise ValueError(f"top_db must be a positive number or None, got {s['top_db']!r}")
-    if s["preemphasis"] is not None and not 0 <= s["preemphasis"] < 1:
+    if s["preemphasis"] is not None and not (
+        isinstance(s["preemphasis"], (int, float)) and 0 <= s["preemphasis"] < 1
+    ):
         raise ValueError(f"preemphasis must be in [0, 1), got {s['preemphasis']!r}")

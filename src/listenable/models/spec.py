@@ -89,7 +89,15 @@ def _from_function(spec: str, device, front_end: str | None) -> Explainable:
     factory = getattr(module, function, None)
     if not callable(factory):
         raise ListenableError(f"--model {spec}: {module_name} has no function {function!r}")
-    made = factory()
+    try:
+        made = factory()
+    except ListenableError:
+        raise
+    except Exception as exc:  # the user's code: one line, not its traceback
+        reason = (str(exc).splitlines() or [""])[0]
+        raise ListenableError(
+            f"--model {spec}: {function}() failed ({type(exc).__name__}: {reason})"
+        ) from None
     if isinstance(made, Explainable):
         made.module.to(device)
         made.front_end.to(device)

@@ -259,12 +259,44 @@ def _index_page(out, summary, rows, names, slugs, by_class, figures, evaluation)
         title="listenable gallery",
         meta=meta,
         classes=table,
+        listens=_listens(summary, names, slugs),
         total=total,
         figures=figures,
         failed=[r for r in rows if r.get("status") != "ok"],
         evaluation=_evaluation(out, evaluation) if evaluation is not None else None,
         settings=settings if isinstance(settings, dict) and settings else None,
     )
+
+
+def _listens(summary: dict, names: list[str], slugs: dict) -> list[dict]:
+    """Per class, what its listenable outputs hold (``summary.json``'s ``class_content``:
+    event labels by share of the output's energy) and the band its masks keep most
+    (``class_profiles``); classes with neither are left out."""
+    content = summary.get("class_content")
+    content = content if isinstance(content, dict) else {}
+    profiles = summary.get("class_profiles")
+    profiles = profiles if isinstance(profiles, dict) else {}
+    out = []
+    for name in names:
+        entry = content.get(name) if isinstance(content.get(name), dict) else {}
+        labels = entry.get("labels") if isinstance(entry.get("labels"), dict) else {}
+        held = [
+            {"label": str(label), "share": number(v.get("share")), "kept": number(v.get("kept"))}
+            for label, v in labels.items()
+            if isinstance(v, dict) and number(v.get("share")) is not None
+        ]
+        band = None
+        profile = profiles.get(name) if isinstance(profiles.get(name), dict) else {}
+        freqs, mean = profile.get("frequencies_hz"), profile.get("mean_mask")
+        if isinstance(freqs, list) and isinstance(mean, list) and len(freqs) == len(mean) and mean:
+            values = [number(v) for v in mean]
+            if all(v is not None for v in values) and max(values) > 0:
+                top = max(range(len(values)), key=values.__getitem__)
+                band = {"hz": number(freqs[top]), "kept": values[top]}
+        if held or band:
+            out.append({"name": name, "page": class_page_name(slugs[name]), "held": held,
+                        "band": band, "clips": entry.get("clips")})  # fmt: skip
+    return out
 
 
 def _count(rows: list[dict], names: list[str]) -> dict[str, dict]:

@@ -101,3 +101,10 @@ def test_flat_cells_are_an_empty_mask():
     cells = torch.ones(1, 3, 4)
     mask, empty = heatmap_to_mask(torch.ones(1, 10, 8), cells=cells)
     assert empty.tolist() == [True] and mask.abs().max() == 0
+
+
+@pytest.mark.parametrize("delta", [float("nan"), -100.0, 1e9, float("inf")])
+def test_a_slope_that_means_nothing_is_refused(delta):
+    """δ = -100 gives a flat 0.5 mask, 1e9 overflows 10^δ, NaN gives NaN: refused by name."""
+    with pytest.raises(ValueError, match="delta must be in"):
+        binarise(torch.rand(1, 4, 4), delta=delta)

@@ -50,6 +50,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from listenable.atomic import write_json, write_text
+from listenable.data.datasets import group_by_length
 from listenable.errors import ListenableError, UsageError
 from listenable.io import load_for
 from listenable.manifest import (
@@ -481,10 +482,7 @@ def _process_batch(batch, explainer, comparers, writer, plan: Plan, cfg, data_na
             good.append((index, wave, notes))
     # clips of different lengths are explained in separate sub-batches (no padding: padding
     # would change the global average pool and so the explanation)
-    by_length: dict[int, list] = {}
-    for item in good:
-        by_length.setdefault(item[1].shape[-1], []).append(item)
-    for group in by_length.values():
+    for group in group_by_length(good, lambda item: item[1].shape[-1]):
         try:
             waves = torch.stack([w for _, w, _ in group])
             expl = explainer(waves)

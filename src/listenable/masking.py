@@ -48,6 +48,8 @@ __all__ = [
 MODES = ("sigmoid", "hard", "soft")
 DEFAULT_DELTA = 2.0
 DEFAULT_PERCENTILE = 75.0
+#: Beyond a slope of 10^30 the sigmoid is a step already (and 10.0**delta overflows at 309).
+MAX_DELTA = 30.0
 #: Where θ is taken: over the heatmap's own cells, or over the linear STFT bins.
 THRESHOLD_ON = ("heatmap", "stft")
 DEFAULT_THRESHOLD_ON = "heatmap"
@@ -127,7 +129,7 @@ def binarise(
     empty: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalised heatmap ``(batch, bins, frames)`` in [0, 1] → mask in [0, 1]."""
-    _check(mode, percentile_)
+    _check(mode, percentile_, delta=delta)
     return _binarise_(normalised.clone(), mode, percentile_, delta, empty)
 
 
@@ -153,7 +155,7 @@ def heatmap_to_mask(
     ``empty`` adds the flat heatmaps. With ``inplace`` the mask is computed in ``grid``'s
     memory (no full-size temporaries besides the percentile's selection).
     """
-    _check(mode, percentile_)
+    _check(mode, percentile_, delta=delta)
     # every step is per clip or per element: work on the memory order (a frame-major grid,
     # as the mapping returns, is a transposed view) and hand the same view back
     transposed = grid.ndim == 3 and not grid.is_contiguous() and grid.mT.is_contiguous()
@@ -177,7 +179,13 @@ def heatmap_to_mask(
     return (mask.mT if transposed else mask), empty
 
 
-def _check(mode: str, percentile_: float, threshold_on: str = DEFAULT_THRESHOLD_ON) -> None:
+def _check(
+    mode: str, percentile_: float, threshold_on: str = DEFAULT_THRESHOLD_ON, delta: float = 2.0
+) -> None:
+    if not (isinstance(delta, (int, float)) and 0.0 <= delta <= MAX_DELTA):  # also NaN
+        raise ValueError(
+            f"delta must be in [0, {MAX_DELTA:g}] (the sigmoid's slope is 10^delta), got {delta}"
+        )
     if mode not in MODES:
         raise ValueError(f"unknown mask mode {mode!r}; choose from {MODES}")
     if threshold_on not in THRESHOLD_ON:

@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
     add_audio_format(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
+    common.add_max_duration(p)
     common.add_device(p)
     p.set_defaults(func=run)
 
@@ -94,9 +95,8 @@ def check_out(data: Path, out: Path) -> None:
     does), or that is or lies inside a folder data set: the next run would take its audio
     outputs for clips and its ``figures/`` for a class. A TAU tree or a CSV lists its
     clips, so ``--out`` may be inside those."""
-    from listenable.cli.explain import check_out as check_folder
 
-    check_folder(out)
+    common.check_out(out)
     if not data.is_dir() or (data / "meta.csv").is_file() or (data / "evaluation_setup").is_dir():
         return
     root, target = os.path.realpath(data), os.path.realpath(out)
@@ -156,11 +156,16 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 def run(args) -> int:
     from listenable.distributed import process_group
+    from listenable.io import MAX_DURATION, duration_limit
 
     out = Path(args.out)
     cfg = _analyze_config(args)  # bad options: exit 2 before anything is loaded
     check_out(Path(args.data), out)
-    with process_group(common.device(args.device)) as rank:  # torchrun: clips sharded
+    common.check_max_duration(args.max_duration)
+    with (
+        duration_limit(args.max_duration or MAX_DURATION),
+        process_group(common.device(args.device)) as rank,  # torchrun: clips sharded
+    ):
         summary = _run_analyze(Path(args.data), out, args, cfg, rank.device)
     if not rank.is_main:  # rank 0 prints and builds the gallery
         return 1 if summary["totals"]["failed"] else 0

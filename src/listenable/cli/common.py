@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from listenable.errors import ListenableError, UsageError
 
 __all__ = ["device", "progress", "add_device", "add_model_options", "add_mask_options",
-           "load_model", "mask_settings"]  # fmt: skip
+           "load_model", "mask_settings", "check_out", "check_max_duration",
+           "add_max_duration"]  # fmt: skip
 
 
 def device(name: str) -> str:
@@ -100,3 +103,34 @@ def load_model(args, device_name: str):
         raise UsageError(str(exc)) from None
     except ValueError as exc:
         raise UsageError(f"--model {spec}: {exc}") from None
+
+
+def check_out(out: str | os.PathLike) -> None:
+    """``--out`` must be a folder or a path a folder can be made at: refused up front (a
+    usage error) when it, or the nearest part of it that exists, is not a folder."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, so no folder can be made below it")
+
+
+def check_max_duration(seconds: float | None) -> None:
+    if seconds is not None and not seconds > 0:  # also NaN
+        raise UsageError(f"--max-duration {seconds:g}: must be a positive number of seconds")
+
+
+def add_max_duration(p: argparse.ArgumentParser) -> None:
+    from listenable.io import MAX_DURATION
+
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"refuse clips longer than this (default {MAX_DURATION:g} s: explaining a "
+        f"{MAX_DURATION:g} s clip peaks at about 1.7 GB, and memory grows with the clip)",
+    )

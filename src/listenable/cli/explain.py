@@ -17,41 +17,16 @@ def add_parser(sub) -> None:
     common.add_mask_options(p)
     common.add_device(p)
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument(
-        "--max-duration",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="refuse clips longer than this (default 240: explaining a 240 s clip peaks at "
-        "about 1.7 GB, and memory grows with the clip)",
-    )
+    common.add_max_duration(p)
     p.set_defaults(func=run)
-
-
-def check_out(out: str | os.PathLike) -> None:
-    """``--out`` must be a folder or a path a folder can be made at: refused up front (a
-    usage error) when it, or the nearest part of it that exists, is not a folder."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise UsageError(f"--out {out}: {parent} is a file, so no folder can be made below it")
-
-
-def check_max_duration(seconds: float | None) -> None:
-    if seconds is not None and not seconds > 0:  # also NaN
-        raise UsageError(f"--max-duration {seconds:g}: must be a positive number of seconds")
 
 
 def run(args) -> int:
     from listenable.io import MAX_DURATION, audio_info, duration_limit
     from listenable.writers import ExplanationWriter
 
-    check_out(args.out)
-    check_max_duration(args.max_duration)
+    common.check_out(args.out)
+    common.check_max_duration(args.max_duration)
     model = common.load_model(args, common.device(args.device))
     with duration_limit(args.max_duration or MAX_DURATION):
         refused = {}  # clips refused from their header alone: before the explainer is built

@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.clips_per_class < 1:
+        raise UsageError(f"--clips-per-class {args.clips_per_class}: must be at least 1")
     real = args.sources == "real"
     if not real and (args.sources_cache or args.sources_dir):
         raise UsageError("--sources-cache and --sources-dir need --sources real")

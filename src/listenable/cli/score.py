@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from listenable.cli import common
-from listenable.cli.explain import check_max_duration, check_out
 from listenable.errors import UsageError
 
 
@@ -26,13 +25,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument(
-        "--max-duration",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="refuse clips longer than this (default 240: memory grows with the clip)",
-    )
+    common.add_max_duration(p)
     common.add_device(p)
     p.set_defaults(func=run)
 
@@ -41,8 +34,8 @@ def run(args) -> int:
     from listenable.data import open_dataset
     from listenable.scoring import score, write_score
 
-    check_out(args.out)
-    check_max_duration(args.max_duration)
+    common.check_out(args.out)
+    common.check_max_duration(args.max_duration)
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError(
             f"--batch-size {args.batch_size} --workers {args.workers}: need a batch size of "

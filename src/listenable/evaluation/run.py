@@ -262,7 +262,7 @@ def evaluate(
     listening = model.listening
     explainers = {m: Explainer(model, method=m, **mask_options) for m in methods}
     check_apply_to(_any(explainers), apply_to)
-    dataset = open_dataset(root, split=split)
+    dataset = open_dataset(root, split=split, default_split="evaluate")
     dataset.front_end = model.front_end.cpu()
     indices = _spread(len(dataset), max_clips)
     if not indices:

@@ -38,6 +38,7 @@ def test_mask_of_ones_keeps_everything_and_shares_are_energies(scenes):
     assert set(content) >= {BACKGROUND, signature}
     for v in content.values():
         assert v["kept"] == pytest.approx(1.0, abs=1e-4)
+
     # shares: each part's energy over the parts' sum, in the time domain (Parseval; the
     # reflect-padded edges add at most 512 of 96 000 samples' worth: < 1 %)
     def energy(x):
@@ -60,9 +61,14 @@ def test_a_mask_on_the_signature_frames_only(scenes):
     assert all(v["kept"] == 0.0 and v["share"] == 0.0 for v in content_zero.values())
     # keep only the bins where the signature stem is 100x the other parts (both channels):
     # there the signature is at least 100/101 of every kept bin's energy
-    power = {k: stft(torch.from_numpy(v)[None]).abs().square().sum(dim=(0, 1))
-             for k, v in [("sig", clip.event_audio), ("bg", clip.background),
-                          ("dis", clip.distractor_audio)]}
+    power = {
+        k: stft(torch.from_numpy(v)[None]).abs().square().sum(dim=(0, 1))
+        for k, v in [
+            ("sig", clip.event_audio),
+            ("bg", clip.background),
+            ("dis", clip.distractor_audio),
+        ]
+    }
     loud = power["sig"] > 100 * (power["bg"] + power["dis"])
     assert int(loud.sum()) > 10
     mask[loud] = 1.0
@@ -74,9 +80,19 @@ def test_a_mask_on_the_signature_frames_only(scenes):
 
 def test_class_content_averages_per_predicted_class():
     rows = [
-        {"status": "ok", "predicted": "bus", "content": {"engine": {"kept": 0.8, "share": 0.6},
-                                                          "background": {"kept": 0.1, "share": 0.4}}},
-        {"status": "ok", "predicted": "bus", "content": {"background": {"kept": 0.3, "share": 1.0}}},
+        {
+            "status": "ok",
+            "predicted": "bus",
+            "content": {
+                "engine": {"kept": 0.8, "share": 0.6},
+                "background": {"kept": 0.1, "share": 0.4},
+            },
+        },
+        {
+            "status": "ok",
+            "predicted": "bus",
+            "content": {"background": {"kept": 0.3, "share": 1.0}},
+        },
         {"status": "failed", "predicted": "bus", "content": {"engine": {"kept": 1, "share": 1}}},
         {"status": "ok", "predicted": "park", "content": None},
     ]

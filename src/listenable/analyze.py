@@ -574,7 +574,7 @@ def time_profile(mask: torch.Tensor) -> list[float]:
     frames = over_freq.shape[0]
     edges = [round(k * frames / TIME_SEGMENTS) for k in range(TIME_SEGMENTS + 1)]
     return [
-        round(float(over_freq[a:max(b, a + 1)].mean()), 4) if a < frames else 0.0
+        round(float(over_freq[a : max(b, a + 1)].mean()), 4) if a < frames else 0.0
         for a, b in zip(edges[:-1], edges[1:])
     ]
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from listenable.cli import common
-from listenable.errors import AudioError, ListenableError, UsageError
+from listenable.errors import AudioError, ListenableError
 
 
 def add_parser(sub) -> None:

@@ -91,7 +91,9 @@ def listened_content(
         power = power * twice
         m2 = mask.to(power.device).double().square()
         if m2.shape != power.shape[1:]:
-            raise ValueError(f"mask {tuple(mask.shape)} is not on the STFT {tuple(power.shape[1:])}")
+            raise ValueError(
+                f"mask {tuple(mask.shape)} is not on the STFT {tuple(power.shape[1:])}"
+            )
         total = power.flatten(1).sum(dim=1)
         kept = (power * m2).flatten(1).sum(dim=1)
     out_energy = float(kept.sum())

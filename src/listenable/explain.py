@@ -94,10 +94,6 @@ class Explanation:
             notes=self.notes[i] if self.notes and isinstance(self.notes[0], list) else self.notes,
         )
 
-    def __iter__(self):
-        """The clips of a batched explanation, one :class:`Explanation` each."""
-        return (self.item(i) for i in range(len(self)))
-
 
 class Explainer:
     """A reusable explain pipeline for one model and one set of settings.

@@ -20,14 +20,14 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from listenable.cli import analyze, evaluate, explain, scenes, score, train
+    from listenable.cli import analyze, evaluate, explain, scenes, score, shortcut, train
 
     parser = argparse.ArgumentParser(
         prog="listenable", description="Listen to what an audio classifier heard."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (explain, scenes, train, score, analyze, evaluate):
+    for command in (explain, scenes, train, score, analyze, evaluate, shortcut):
         command.add_parser(sub)
     return parser
 

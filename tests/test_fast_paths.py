@@ -134,11 +134,17 @@ def _agree_in_float32(got, ref, soft_ref):
     rounding; the masks on every bin ≥ ``MARGIN`` from θ (``soft_ref.mask`` is ``ref``'s
     normalised grid M): there both lie within σ(−100 · (MARGIN − 0.01)) = σ(−4) of the same
     end as long as M − θ moved by < 0.01, 100× the heatmap's tolerance."""
-    for g, r, m in zip(got, ref, soft_ref):
+    for i in range(len(ref)):
+        g, r, m = got.item(i), ref.item(i), soft_ref.item(i)
         torch.testing.assert_close(
             g.heatmap, r.heatmap, rtol=0, atol=HEAT32 * float(r.heatmap.max())
         )
-        theta = torch.quantile(m.mask.flatten().double(), 0.75).float()
+        if r.settings["threshold_on"] == "heatmap":  # θ over the cells, M on their range
+            cells = r.heatmap.double().flatten()
+            cells = (cells - cells.min()) / (cells.max() - cells.min())
+            theta = torch.quantile(cells, 0.75).float()
+        else:
+            theta = torch.quantile(m.mask.flatten().double(), 0.75).float()
         margin = (m.mask - theta).abs() > MARGIN
         # a case that says something (a map zero on > 75 % of the grid has θ = 0: its floor
         # bins sit on θ, where a ReLU'd cell that rounds to +1e-12 instead of 0 flips them)

@@ -76,7 +76,7 @@ def markdown_table(results: dict) -> str:
         "pointing game and segment AUC on the normalised attribution, the rest on the mask. "
         "Ground truth: "
         + (
-            "signature events of the synthetic scenes."
+            "signature events of the scenes (events.csv)."
             if s["ground_truth"]
             else (
                 "event boxes of events.csv (no scenes.json: no energy ground truth)."

@@ -108,17 +108,13 @@ class Explainer:
 
     * ``precision="bf16"`` runs the model (forward and CAM backward) under bfloat16 autocast;
       meant for CUDA. Features, mapping, mask and ISTFT stay float32. Check the binarised
-      masks against float32 on your model (``benchmarks/pipeline.py --checkpoint``): with
-      a model trained on the synthetic scenes they agreed on 99.7–100 % of the bins per clip
-      (CPU bf16), with random weights (flat maps, many bins near θ) on ~97 %.
+      masks against float32 on your model (``benchmarks/pipeline.py --checkpoint``; what
+      was measured: ``docs/measurements.md``).
     * ``channels_last`` hands the features to the model in the channels-last memory format
       (faster convolutions on CPU and on tensor cores); the model itself is not modified.
-    * ``cam_batch``: clips per CAM pass (forward + backward); default the whole batch. On an
-      otherwise idle CPU, ``cam_batch=2`` explains batches of 4 or more ~5 % faster: the
-      head's 768-channel maps and their gradients then stay below glibc's 32 MiB mmap
-      threshold (larger blocks are page-faulted in again on every call). On a CPU shared
-      with other work (or with decoding workers) more, smaller passes mean more OpenMP
-      barriers to wait at, and it can be much slower: measure before setting it.
+    * ``cam_batch``: clips per CAM pass (forward + backward); default the whole batch.
+      Smaller passes can be faster or much slower depending on the CPU's load
+      (``docs/measurements.md``): measure before setting it.
     """
 
     def __init__(

@@ -67,11 +67,8 @@ class MultiScaleCAM(CAM):
     locally active at high resolution: the top map decides *what*, the fine maps cut *where*,
     so the 1/16 smear of the top map and the unrelated sounds beside the evidence fall out.
 
-    Measured (sigmoid masks, 75th percentile) on 40 synthetic-scene clips with planted events,
-    a McDonnell-Gao model at 92 % accuracy on them, explaining the true class, against
-    Grad-CAM: share of the mask in the events' frames 0.47 vs 0.37, event precision 0.55 vs
-    0.45 (better on 85 % of the clips), median time smear 3.01 vs 3.15; event recall falls
-    (0.73 vs 0.87): a sharper mask keeps less of the event's tail.
+    What it was measured to do: ``docs/measurements.md``.
+
     A fine map that is all zero for a clip carries no location and is left out of that clip's
     product; if the fine maps are positive only where the top map is zero, the clip gets the
     top map alone (so the mask is never emptier than Grad-CAM's); an all-zero top map (no

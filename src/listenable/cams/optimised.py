@@ -26,14 +26,7 @@ to, by up to ``η``: an edit, not a new map (on a bus scene that multi-scale got
 5 steps moved 2.5 % of the map's values by more than 0.1). The mask can change more than
 the map: the fill's low values re-rank easily around the percentile.
 
-Measured on 19 clips of the unseen seed-99 scenes with the shipped model (explaining the
-prediction): the listenable output keeps the decision for 89 % of the clips against
-Grad-CAM's 74 % and plain multi-scale's 26 %, while 50 % of its energy is planted event
-against Grad-CAM's 41 %; 1.6 s per clip on a 2-core CPU.
-
-Under ``precision="bf16"`` the model's rounding sends an edit along another path: on three
-scenes the binarised masks agreed with float32 on 99.7 % of the bins for one and on
-75–82 % for the other two; every listenable output kept its decision.
+What it was measured to do: ``docs/measurements.md``.
 
 Shapes:
     inputs     what the module takes

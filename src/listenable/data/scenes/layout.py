@@ -79,11 +79,7 @@ def write_scenes(
     ``progress(n_done, n_total)`` is called after each clip.
     """
     out = Path(out_dir)
-    if clips_per_class < 1 or not 0.0 <= evaluate_fraction < 1.0 or seed < 0:
-        raise DatasetError(
-            f"need clips_per_class >= 1, 0 <= evaluate_fraction < 1 and seed >= 0; got "
-            f"{clips_per_class}, {evaluate_fraction}, {seed}"
-        )
+    check_counts(clips_per_class, evaluate_fraction, seed)
     settings = {
         "generator": "listenable.data.scenes",
         "version": GENERATOR_VERSION,
@@ -278,3 +274,12 @@ def render_scene_file(root: str | os.PathLike, filename: str) -> SceneClip:
         return read_real_clip(root, key, manifest)
     seed, class_index, clip_index = manifest["clips"][key]
     return render_clip(seed, class_index, clip_index, manifest["sample_rate"], manifest["duration"])
+
+
+def check_counts(clips_per_class: int, evaluate_fraction: float, seed: int) -> None:
+    """Refuse a scenes set that cannot be written (both generators share the rule)."""
+    if clips_per_class < 1 or not 0.0 <= evaluate_fraction < 1.0 or seed < 0:
+        raise DatasetError(
+            f"need clips_per_class >= 1, 0 <= evaluate_fraction < 1 and seed >= 0; got "
+            f"{clips_per_class}, {evaluate_fraction}, {seed}"
+        )

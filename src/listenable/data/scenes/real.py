@@ -50,6 +50,7 @@ from listenable.data.scenes.layout import (
     _write_if_changed,
     _write_json,
     _write_tables,
+    check_counts,
     load_events,
     read_manifest,
 )
@@ -258,11 +259,7 @@ def write_real_scenes(
     :func:`~listenable.data.scenes.write_scenes`: files already there are kept.
     """
     out = Path(out_dir)
-    if clips_per_class < 1 or not 0.0 <= evaluate_fraction < 1.0 or seed < 0:
-        raise DatasetError(
-            f"need clips_per_class >= 1, 0 <= evaluate_fraction < 1 and seed >= 0; got "
-            f"{clips_per_class}, {evaluate_fraction}, {seed}"
-        )
+    check_counts(clips_per_class, evaluate_fraction, seed)
     settings = {
         "generator": "listenable.data.scenes.real",
         "version": REAL_GENERATOR_VERSION,

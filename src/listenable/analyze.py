@@ -50,6 +50,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from listenable.atomic import write_json, write_text
+from listenable.cams import DEFAULT_METHOD
 from listenable.data.datasets import group_by_length
 from listenable.errors import ListenableError, UsageError
 from listenable.io import load_for
@@ -100,7 +101,7 @@ class AnalyzeConfig:
     split: str = "train"
     min_confidence: float = 0.8
     correct_only: bool = False
-    method: str = "gradcam"
+    method: str = DEFAULT_METHOD
     layer: str | None = None
     percentile: float = DEFAULT_PERCENTILE
     delta: float = DEFAULT_DELTA

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from listenable.cams import get_method
+from listenable.cams import DEFAULT_METHOD, get_method
 from listenable.io import check_waveform, load_for
 from listenable.masking import (
     DEFAULT_DELTA,
@@ -121,7 +121,7 @@ class Explainer:
         self,
         model: Explainable | nn.Module,
         *,
-        method: str = "gradcam",
+        method: str = DEFAULT_METHOD,
         layer: str | None = None,
         percentile: float = DEFAULT_PERCENTILE,
         delta: float = DEFAULT_DELTA,
@@ -323,7 +323,7 @@ def explain(
     model: Explainable | nn.Module | None = None,
     *,
     target=None,
-    method: str = "gradcam",
+    method: str = DEFAULT_METHOD,
     layer: str | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     delta: float = DEFAULT_DELTA,

@@ -18,6 +18,7 @@ from listenable.cams.scorecam import ScoreCAM
 __all__ = [
     "CAM",
     "CAMResult",
+    "DEFAULT_METHOD",
     "EigenCAM",
     "GradCAM",
     "GradCAMPlusPlus",
@@ -51,6 +52,11 @@ METHODS: dict[str, type] = {
     "multiscale": MultiScaleCAM,
     "optimised": OptimisedMask,
 }
+
+
+#: The method every entry point uses unless told otherwise (``docs/evaluation-results.md``
+#: holds the measurements behind the choice).
+DEFAULT_METHOD = "gradcam"
 
 
 def get_method(name: str) -> type:

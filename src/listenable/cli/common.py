@@ -56,9 +56,12 @@ def add_model_options(p: argparse.ArgumentParser, *, layer: bool = True) -> None
 
 
 def add_mask_options(p: argparse.ArgumentParser) -> None:
+    from listenable.cams import DEFAULT_METHOD
     from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, DEFAULT_THRESHOLD_ON
 
-    p.add_argument("--method", default="gradcam", help="attribution method (default gradcam)")
+    p.add_argument(
+        "--method", default=DEFAULT_METHOD, help="attribution method (default %(default)s)"
+    )
     p.add_argument(
         "--percentile",
         type=float,

@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--architecture", choices=("small", "reference"), default=d.architecture)
-    p.add_argument("--method", default=d.method, help="attribution method (default gradcam)")
+    p.add_argument("--method", default=d.method, help="attribution method (default %(default)s)")
     p.add_argument("--no-gallery", action="store_true", help="skip analyze and the gallery")
     from listenable.cli.analyze import add_audio_format
 

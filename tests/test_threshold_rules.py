@@ -1,0 +1,86 @@
+"""``benchmarks/threshold_rules.py --bars``: issue 12's bars on hand-made results, each
+bar failing exactly when its inequality does; and one default method for every entry point."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "threshold_rules", ROOT / "benchmarks" / "threshold_rules.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tmp_path, name, methods):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"methods": methods}), encoding="utf-8")
+    return str(folder)
+
+
+def _m(precision, shuffled, fid_in):
+    return {"event_precision": precision, "event_precision_shuffled": shuffled, "fid_in": fid_in}
+
+
+HEATMAP = {"gradcam": _m(0.60, 0.55, 0.40), "layercam": _m(0.75, 0.55, 0.80)}
+
+
+@pytest.mark.parametrize(
+    "layercam_heatmap, layercam_stft, sharper, passed",
+    [
+        (_m(0.75, 0.55, 0.80), _m(0.70, 0.55, 0.80), "layercam", [True, True, True]),
+        (_m(0.64, 0.55, 0.80), _m(0.60, 0.55, 0.80), "layercam", [False, True, True]),  # +0.09
+        (_m(0.75, 0.55, 0.59), _m(0.70, 0.55, 0.80), "layercam", [False, True, True]),  # Fid-In
+        (_m(0.75, 0.55, 0.80), _m(0.76, 0.55, 0.80), "layercam", [True, False, True]),  # stft
+        (_m(0.59, 0.40, 0.80), _m(0.50, 0.40, 0.80), "layercam", [True, True, False]),  # < gradcam
+        (_m(0.75, 0.55, 0.30), _m(0.70, 0.55, 0.80), "layercam", [False, True, False]),  # fid < gc
+    ],
+)
+def test_each_bar_fails_with_its_inequality(
+    tmp_path, capsys, layercam_heatmap, layercam_stft, sharper, passed
+):
+    tr = _script()
+    heatmap = dict(HEATMAP, layercam=layercam_heatmap)
+    stft = {"gradcam": HEATMAP["gradcam"], "layercam": layercam_stft}
+    results = tr.bars({"methods": heatmap}, {"methods": stft}, "layercam", [sharper])
+    assert [ok for ok, _ in results] == passed
+    code = tr.main(
+        [_run(tmp_path, "h", heatmap), _run(tmp_path, "s", stft), "--bars", f"layercam,{sharper}"]
+    )
+    out = capsys.readouterr().out
+    assert code == (0 if all(passed) else 1)
+    assert out.count("PASS") == sum(passed) and out.count("FAIL") == len(passed) - sum(passed)
+    assert "| layercam |" in out  # the table is printed before the bars
+
+
+def test_a_method_missing_from_a_run_fails_its_bars():
+    tr = _script()
+    results = tr.bars({"methods": HEATMAP}, {"methods": {}}, "layercam", ["optimised"])
+    assert [ok for ok, _ in results] == [True, False, False]
+
+
+def test_every_entry_point_defaults_to_one_method():
+    from listenable.analyze import AnalyzeConfig
+    from listenable.cams import DEFAULT_METHOD, METHODS
+    from listenable.cli.common import add_mask_options
+    from listenable.explain import Explainer, explain
+
+    assert DEFAULT_METHOD in METHODS
+    parser = argparse.ArgumentParser()
+    add_mask_options(parser)
+    assert parser.parse_args([]).method == DEFAULT_METHOD
+    assert AnalyzeConfig().method == DEFAULT_METHOD
+    for function in (Explainer.__init__, explain):
+        assert inspect.signature(function).parameters["method"].default == DEFAULT_METHOD

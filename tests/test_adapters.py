@@ -414,7 +414,9 @@ def test_ast_last_layer_gets_no_gradient_but_the_default_does(ast, ast_clips):
 
 
 def test_ast_batch_equals_items_and_listenable_is_sound(ast, ast_clips):
-    explainer = Explainer(ast)
+    # Grad-CAM: on a random-weight AST its map is dense; LayerCAM's (the default) is zero on
+    # most tokens, which leaves too few bins with a margin for the batch/item comparison
+    explainer = Explainer(ast, method="gradcam")
     _assert_batch_equals_items(explainer, ast_clips, None)
     result = explainer(ast_clips)
     _assert_listenable_is_sound(result, ast_clips, 16_000)

@@ -196,6 +196,7 @@ def test_compare_writes_each_methods_tracks_for_the_gallery(tmp_path, model10, r
     import soundfile as sf
 
     from listenable.analyze import AnalyzeConfig, analyze
+    from listenable.cams import DEFAULT_METHOD
     from listenable.data import folder_dataset
     from tests.conftest import scene_like
 
@@ -206,7 +207,7 @@ def test_compare_writes_each_methods_tracks_for_the_gallery(tmp_path, model10, r
     )
     analyze(folder_dataset(tmp_path / "data"), tmp_path / "out", model10, {}, cfg)
     (row,) = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").open()]
-    assert row["method"] == "gradcam" and set(row["methods"]) == {"random"}
+    assert row["method"] == DEFAULT_METHOD and set(row["methods"]) == {"random"}
     files = row["methods"]["random"]["files"]
     lis, _ = sf.read(tmp_path / "out" / files["listenable"], always_2d=True)
     res, _ = sf.read(tmp_path / "out" / files["residual"], always_2d=True)

@@ -342,8 +342,9 @@ def explain(
             CNN); ``None`` loads the shipped model.
         target: class index or name to explain (one per clip for a batch); ``None`` = the
             predicted class (the top tag of a multi-label model).
-        method, layer: the attribution method and the layer it reads (default: Grad-CAM on
-            the model's default layer — ``fusion`` for the reference model).
+        method, layer: the attribution method and the layer it reads (default:
+            :data:`~listenable.cams.DEFAULT_METHOD`, LayerCAM, on the model's default layer —
+            ``fusion`` for the reference model).
         percentile, delta, mode, threshold_on: the mask (see :mod:`listenable.masking`):
             θ is the ``percentile``-th percentile of the heatmap's own cells
             (``threshold_on="heatmap"``, the default) or of the linear STFT bins

@@ -98,7 +98,7 @@ class McDonnellGao(nn.Module):
     """The reference scene classifier. ``model(features)`` returns pre-softmax logits.
 
     Submodules by name (usable as CAM layers): ``low``/``high`` (the band paths, each with
-    ``stage1``–``stage4``), ``fusion`` (the fused top map, the default Grad-CAM layer) and
+    ``stage1``–``stage4``), ``fusion`` (the fused top map, the default CAM layer) and
     ``head``.
     """
 

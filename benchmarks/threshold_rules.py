@@ -7,14 +7,20 @@ also checks issue 12's bars on that pair of runs and exits 1 if one fails:
   at a Fid-In of at least 0.6, and no lower than with θ over the STFT bins;
 * each SHARPER method: higher event precision than Grad-CAM at an equal or higher Fid-In.
 
+Each precision comparison also prints the paired difference over the clips both runs scored
+(from ``per_clip`` in results.json) with a 95 % bootstrap interval: a bar decided by less
+than that interval's width is decided by which clips were drawn. The bars themselves are
+the issue's: the means.
+
     python benchmarks/threshold_rules.py work/eval/small-real-heatmap work/eval/small-real-stft
-    python benchmarks/threshold_rules.py HEATMAP_RUN STFT_RUN --bars layercam,optimised
+    python benchmarks/threshold_rules.py HEATMAP_RUN STFT_RUN [MORE_STFT_RUNS] --bars layercam,optimised
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -25,6 +31,45 @@ MIN_FID_IN = 0.6
 
 def _load(folder: str) -> dict:
     return json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+
+
+def _merge(runs: list[dict]) -> dict:
+    """Several runs of the same clips (methods split over runs) as one."""
+    merged = {"methods": {}, "per_clip": {}}
+    for run in runs:
+        merged["methods"].update(run.get("methods", {}))
+        merged["per_clip"].update(run.get("per_clip", {}))
+        if "settings" in run:
+            merged.setdefault("settings", run["settings"])
+    return merged
+
+
+def _clip_names(run: dict) -> list[str] | None:
+    clips = run.get("settings", {}).get("clip_list")
+    return None if clips is None else [c.get("name") for c in clips]
+
+
+def paired(a: dict, ma: str, b: dict, mb: str, key: str = "event_precision", draws: int = 4000):
+    """Mean of ``a[ma] - b[mb]`` over the clips both scored, with a 95 % bootstrap interval;
+    None where the runs lack per-clip values or were not run on the same clips."""
+    xa = a.get("per_clip", {}).get(ma, {}).get(key)
+    xb = b.get("per_clip", {}).get(mb, {}).get(key)
+    if xa is None or xb is None or len(xa) != len(xb) or _clip_names(a) != _clip_names(b):
+        return None
+    diffs = [u - v for u, v in zip(xa, xb) if u is not None and v is not None]
+    if len(diffs) < 2:
+        return None
+    rng = random.Random(0)
+    means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(draws))
+    low, high = means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+    return sum(diffs) / len(diffs), low, high, len(diffs)
+
+
+def _paired_text(result) -> str:
+    if result is None:
+        return ""
+    mean, low, high, n = result
+    return f"; paired {mean:+.3f} [{low:+.3f}, {high:+.3f}] over {n} clips"
 
 
 def _fmt(v) -> str:
@@ -61,7 +106,13 @@ def bars(heatmap: dict, stft: dict, default: str, sharper: list[str]) -> list[tu
     )
     q = b.get("event_precision")
     ok = None not in (p, q) and p >= q
-    out.append((ok, f"{default}: precision heatmap {_fmt(p)} >= stft {_fmt(q)}"))
+    out.append(
+        (
+            ok,
+            f"{default}: precision heatmap {_fmt(p)} >= stft {_fmt(q)}"
+            + _paired_text(paired(heatmap, default, stft, default)),
+        )
+    )
     g = heatmap["methods"].get("gradcam", {})
     for m in sharper:
         s = heatmap["methods"].get(m, {})
@@ -76,7 +127,7 @@ def bars(heatmap: dict, stft: dict, default: str, sharper: list[str]) -> list[tu
             (
                 ok,
                 f"{m} vs gradcam: precision {_fmt(sp)} > {_fmt(gp)} at Fid-In "
-                f"{_fmt(sf)} >= {_fmt(gf)}",
+                f"{_fmt(sf)} >= {_fmt(gf)}" + _paired_text(paired(heatmap, m, heatmap, "gradcam")),
             )
         )
     return out
@@ -85,10 +136,12 @@ def bars(heatmap: dict, stft: dict, default: str, sharper: list[str]) -> list[tu
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("heatmap", help="evaluate --out folder of the --threshold-on heatmap run")
-    parser.add_argument("stft", help="the same model and clips with --threshold-on stft")
+    parser.add_argument(
+        "stft", nargs="+", help="the same model and clips with --threshold-on stft (one or more)"
+    )
     parser.add_argument("--bars", help="DEFAULT[,SHARPER...]: check issue 12's bars")
     args = parser.parse_args(argv)
-    heatmap, stft = _load(args.heatmap), _load(args.stft)
+    heatmap, stft = _load(args.heatmap), _merge([_load(f) for f in args.stft])
     print(table(heatmap, stft))
     if not args.bars:
         return 0

@@ -229,6 +229,15 @@ def test_evaluate_end_to_end(scenes_and_checkpoint, tmp_path):
     assert s["apply_to"] == "audio" and s["events_annotated"] is True
     assert set(s["metrics"]) <= set(METRICS) and s["variants"].keys() == {"soft", "shuffled"}
     assert len(s["clip_list"]) == 2
+    # the per-clip values, one per clip in clip_list's order, average to the reported means
+    for name, row in on_disk["methods"].items():
+        for key, values in on_disk["per_clip"][name].items():
+            assert len(values) == 2, (name, key)
+            finite = [v for v in values if v is not None]
+            if finite:
+                assert row[key] == pytest.approx(sum(finite) / len(finite), rel=1e-12), key
+            else:
+                assert row[key] is None, key
     assert calls and calls[-1][0] == calls[-1][1]  # progress reaches its total
     assert not on_disk["errors"]
     md = (out / "results.md").read_text()

@@ -84,3 +84,37 @@ def test_every_entry_point_defaults_to_one_method():
     assert AnalyzeConfig().method == DEFAULT_METHOD
     for function in (Explainer.__init__, explain):
         assert inspect.signature(function).parameters["method"].default == DEFAULT_METHOD
+
+
+def _with_clips(methods, per_clip, names):
+    return {
+        "methods": methods,
+        "per_clip": per_clip,
+        "settings": {"clip_list": [{"name": n} for n in names]},
+    }
+
+
+def test_paired_difference_is_the_mean_of_the_per_clip_differences():
+    """A constant difference has a zero-width interval; clips scored by one method only are
+    left out; runs of other clips are not compared."""
+    tr = _script()
+    a = _with_clips({}, {"x": {"event_precision": [0.5, 0.7, None, 0.9]}}, "abcd")
+    b = _with_clips({}, {"y": {"event_precision": [0.4, 0.6, 0.3, 0.8]}}, "abcd")
+    mean, low, high, n = tr.paired(a, "x", b, "y")
+    assert n == 3 and mean == pytest.approx(0.1) and low == pytest.approx(0.1)
+    assert high == pytest.approx(0.1)
+    spread = _with_clips({}, {"y": {"event_precision": [0.0, 0.7, 0.3, 0.9]}}, "abcd")
+    mean, low, high, n = tr.paired(a, "x", spread, "y")  # differences 0.5, 0, 0
+    assert mean == pytest.approx(0.5 / 3) and 0.0 <= low < mean < high <= 0.5
+    other = _with_clips({}, {"y": {"event_precision": [0.4, 0.6, 0.3, 0.8]}}, "abce")
+    assert tr.paired(a, "x", other, "y") is None
+    assert tr.paired({"methods": {}}, "x", b, "y") is None  # an older run: no per-clip values
+
+
+def test_stft_runs_split_over_folders_are_merged(tmp_path, capsys):
+    tr = _script()
+    h = _run(tmp_path, "h", HEATMAP)
+    s1 = _run(tmp_path, "s1", {"gradcam": HEATMAP["gradcam"]})
+    s2 = _run(tmp_path, "s2", {"layercam": _m(0.70, 0.55, 0.80)})
+    assert tr.main([h, s1, s2, "--bars", "layercam"]) == 0
+    assert "stft 0.700" in capsys.readouterr().out

@@ -452,6 +452,13 @@ def evaluate(
             m: None if m in errors else {k: _mean(per_clip[m][k]) for k in registry.METRICS}
             for m in methods
         },
+        # every metric's value on every clip, in the order of settings.clip_list (None where
+        # it is undefined): what a paired comparison of two methods needs
+        "per_clip": {
+            m: {k: [_finite(v) for v in vals] for k, vals in per_clip[m].items()}
+            for m in methods
+            if m not in errors
+        },
         "sanity": sanity,
         "reference": {
             "random_order": {

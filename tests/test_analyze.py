@@ -46,7 +46,7 @@ def _run(tree, out, checkpoint, **cfg):
     from listenable.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
-    config = AnalyzeConfig(split="all", batch_size=2, figures=False, **cfg)
+    config = AnalyzeConfig(split="all", batch_size=2, figures=False, **cfg, method="layercam")
     return analyze(folder_dataset(tree), out, model, meta, config)
 
 
@@ -121,6 +121,8 @@ def test_sigkill_at_random_moments_then_resume(tree, tmp_path, checkpoint):
         "-m",
         "listenable.cli",
         "analyze",
+        "--method",
+        "layercam",
         str(tree),
         "--out",
         str(out),
@@ -196,7 +198,6 @@ def test_compare_writes_each_methods_tracks_for_the_gallery(tmp_path, model10, r
     import soundfile as sf
 
     from listenable.analyze import AnalyzeConfig, analyze
-    from listenable.cams import DEFAULT_METHOD
     from listenable.data import folder_dataset
     from tests.conftest import scene_like
 
@@ -207,7 +208,8 @@ def test_compare_writes_each_methods_tracks_for_the_gallery(tmp_path, model10, r
     )
     analyze(folder_dataset(tmp_path / "data"), tmp_path / "out", model10, {}, cfg)
     (row,) = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").open()]
-    assert row["method"] == DEFAULT_METHOD and set(row["methods"]) == {"random"}
+    assert row["method"] == "optimised"  # model10's default, recorded
+    assert set(row["methods"]) == {"random"}
     files = row["methods"]["random"]["files"]
     lis, _ = sf.read(tmp_path / "out" / files["listenable"], always_2d=True)
     res, _ = sf.read(tmp_path / "out" / files["residual"], always_2d=True)

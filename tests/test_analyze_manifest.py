@@ -178,7 +178,7 @@ def test_analyze_refused_while_locked_touches_nothing(tmp_path):
     data = SimpleNamespace(paths=[], labels=[], class_names=[], root=tmp_path)
     with run_lock(out):
         with pytest.raises(RunLockedError, match="another analyze is running on"):
-            analyze(data, out, None, {}, AnalyzeConfig())
+            analyze(data, out, None, {}, AnalyzeConfig(method="layercam"))
     assert stale.exists() and sorted(p.name for p in out.iterdir()) == [LOCK, "bus"]
 
 
@@ -188,7 +188,7 @@ def test_cli_refuses_a_second_analyze_with_exit_status_2(held_lock, tmp_path, ca
     out, pid = held_lock
     (tmp_path / "data" / "bus").mkdir(parents=True)
     _tone_file(tmp_path / "data" / "bus" / "a.wav")
-    status = main(["analyze", str(tmp_path / "data"), "--out", str(out), "--model", "small",
+    status = main(["analyze", "--method", "layercam", str(tmp_path / "data"), "--out", str(out), "--model", "small",
                    "--split", "all", "--device", "cpu"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err == [f"error: another analyze is running on {out} (pid {pid})"]
@@ -246,7 +246,7 @@ def test_dangling_manifest_link_stops_analyze_before_any_write(tmp_path):
     (out / "manifest.jsonl").symlink_to(outside / "victim.jsonl")
     data = SimpleNamespace(paths=[], labels=[], class_names=[], root=tmp_path)
     with pytest.raises(OutputLinkError, match="never writes through links"):
-        analyze(data, out, None, {}, AnalyzeConfig())
+        analyze(data, out, None, {}, AnalyzeConfig(method="layercam"))
     assert not list(outside.iterdir())
 
 

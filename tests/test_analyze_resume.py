@@ -42,7 +42,7 @@ def _run(data, out, small, **cfg):
     model, meta = small
     cfg = {"split": "all", "min_confidence": 0.0, "figures": False, "batch_size": 2, **cfg}
     dataset = data if hasattr(data, "paths") else folder_dataset(data)
-    return analyze(dataset, out, model, meta, AnalyzeConfig(**cfg))
+    return analyze(dataset, out, model, meta, AnalyzeConfig(**cfg, method="layercam"))
 
 
 def _ids(out) -> list[str]:
@@ -190,7 +190,7 @@ def test_a_name_as_long_as_the_file_system_allows_is_explained(tmp_path, small):
 )  # fmt: skip
 def test_bad_options_are_refused_up_front(setting, value, message):
     with pytest.raises(AnalyzeConfigError) as info:
-        AnalyzeConfig(**{setting: value})
+        AnalyzeConfig(**{setting: value}, method="layercam")
     assert message in str(info.value)
 
 
@@ -199,14 +199,14 @@ def test_cli_bad_option_and_out_inside_data_exit_2_before_any_work(tmp_path, cap
 
     data = _folder(tmp_path / "data", {"bus": ["a"]})
     common = ["--model", "small", "--split", "all", "--device", "cpu"]
-    status = main(["analyze", str(data), "--out", str(tmp_path / "o"), "--min-confidence", "nan",
+    status = main(["analyze", "--method", "layercam", str(data), "--out", str(tmp_path / "o"), "--min-confidence", "nan",
                    *common])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err == [
         "error: min_confidence (--min-confidence) must be a number in [0, 1], got nan"
     ]
     for out in (data / "run", data):
-        status = main(["analyze", str(data), "--out", str(out), *common])
+        status = main(["analyze", "--method", "layercam", str(data), "--out", str(out), *common])
         err = capsys.readouterr().err.strip().splitlines()
         assert status == 2 and len(err) == 1, err
         assert err[0].startswith(f"error: --out {out} is inside the folder data set {data}")

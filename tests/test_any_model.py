@@ -93,14 +93,14 @@ def test_own_model_that_pools_frequency_is_explained():
     model = Explainable(pooled_net(), fe, probe_seconds=2.0)
     x = scene_like(np.random.default_rng(5), seconds=1.5, sr=16_000, channels=1)
     wave = torch.from_numpy(x)
-    e = listenable.explain(wave, model)
+    e = listenable.explain(wave, model, method="layercam")
 
     stft = model.listening
     frames = stft.frames(wave.shape[-1])
     assert e.mask.shape == (stft.n_fft // 2 + 1, frames)
     assert float(e.mask.min()) >= 0.0 and float(e.mask.max()) <= 1.0
     assert not e.empty and 0.05 < float(e.mask_area) < 0.95  # not all, not none
-    on_bins = listenable.explain(wave, model, threshold_on="stft")
+    on_bins = listenable.explain(wave, model, threshold_on="stft", method="layercam")
     assert 0.2 < float(on_bins.mask_area) < 0.3  # θ over the bins: the top quarter of them
     # "auto": the last layer with a time axis before the global mean (pool2), by name
     assert e.layer == "pool2" == e.settings["layer"]
@@ -245,7 +245,9 @@ def test_44k_stereo_file_is_explained_at_the_models_rate(tmp_path, capsys):
     }  # fmt: skip
     for name, ((rate, channels), model) in runs.items():
         out = tmp_path / name
-        code, text = _cli(capsys, "explain", path, "--out", out, "--model", *model)
+        code, text = _cli(
+            capsys, "explain", "--method", "layercam", path, "--out", out, "--model", *model
+        )
         assert code == 0, text
         for kind in ("listenable", "residual"):
             info = sf.info(out / f"stereo44k.{kind}.wav")
@@ -311,7 +313,9 @@ def test_each_model_spec_kind_explains(kind, tmp_path, wav16, user_file, small_c
     }  # fmt: skip
     model, family, classes, layer = specs[kind]
     out = tmp_path / "out"
-    code, text = _cli(capsys, "explain", wav16, "--out", out, "--model", *model)
+    code, text = _cli(
+        capsys, "explain", "--method", "layercam", wav16, "--out", out, "--model", *model
+    )
     assert code == 0, text
     record = json.loads((out / "clip.json").read_text())
     assert record["settings"]["model"] == family
@@ -327,7 +331,9 @@ def test_default_spec_is_the_shipped_reference_model(tmp_path, capsys):
     # its fusion layer), and a 44.1 kHz stereo file not resampled to its rate
     path = _wav(tmp_path / "stereo44k.wav", 44_100, 1.0, 2)
     out = tmp_path / "out"
-    code, text = _cli(capsys, "explain", path, "--out", out, "--model", "default")
+    code, text = _cli(
+        capsys, "explain", "--method", "layercam", path, "--out", out, "--model", "default"
+    )
     assert code == 0, text
     for kind in ("listenable", "residual"):
         info = sf.info(out / f"stereo44k.{kind}.wav")
@@ -375,7 +381,9 @@ def test_bad_model_specs_are_one_line_usage_errors(case, tmp_path, wav16, capsys
     }
     model, expected = cases[case]
     out = tmp_path / "out"
-    code, text = _cli(capsys, "explain", wav16, "--out", out, "--model", *model)
+    code, text = _cli(
+        capsys, "explain", "--method", "layercam", wav16, "--out", out, "--model", *model
+    )
     assert code == 2
     line = _one_error_line(text)
     for part in expected:
@@ -393,7 +401,7 @@ def test_layer_and_target_by_name(tmp_path, wav16, capsys):
     # (the model's top class, "cat", by its bias, would be explained instead)
     out = tmp_path / "out"
     spec = f"{FIXTURES}:pooled_explainable"
-    code, text = _cli(capsys, "explain", wav16, "--out", out, "--model", spec,
+    code, text = _cli(capsys, "explain", "--method", "layercam", wav16, "--out", out, "--model", spec,
                       "--layer", "pool1", "--target", "bird")  # fmt: skip
     assert code == 0, text
     record = json.loads((out / "clip.json").read_text())
@@ -408,7 +416,19 @@ def test_unknown_layer_lists_the_layers(tmp_path, wav16, capsys):
     # or a message that does not say which layers there are
     out = tmp_path / "out"
     spec = f"{FIXTURES}:pooled_explainable"
-    code, text = _cli(capsys, "explain", wav16, "--out", out, "--model", spec, "--layer", "nope")
+    code, text = _cli(
+        capsys,
+        "explain",
+        "--method",
+        "layercam",
+        wav16,
+        "--out",
+        out,
+        "--model",
+        spec,
+        "--layer",
+        "nope",
+    )
     assert code == 2  # a usage error (the bad option), like an unknown --target
     line = _one_error_line(text)
     assert "'nope'" in line
@@ -423,20 +443,22 @@ def test_multilabel_target_that_is_not_the_top_tag(tmp_path, wav16, capsys):
     # top tag's map explained instead), a non-top tag with an empty map
     model = tagger()
     wave, _ = load_for(wav16, model.front_end)
-    logits = Explainer(model).logits(wave[None])[0]
+    logits = Explainer(model, method="layercam").logits(wave[None])[0]
     order = logits.argsort(descending=True).tolist()
     top, second = order[0], order[1]
     name = model.class_names[second]
-    e = listenable.explain(wav16, model, target=name)
+    e = listenable.explain(wav16, model, target=name, method="layercam")
     assert (e.class_name, int(e.target)) == (name, second) and second != top
     torch.testing.assert_close(e.probabilities, torch.sigmoid(logits), rtol=0, atol=1e-6)
     assert abs(float(e.probabilities.sum()) - 1) > 0.1  # independent tags, not a distribution
     assert e.settings["activation"] == "sigmoid"
     assert not e.empty and float(e.heatmap.max()) > 0
-    assert not torch.allclose(e.heatmap, listenable.explain(wav16, model).heatmap)
+    assert not torch.allclose(
+        e.heatmap, listenable.explain(wav16, model, method="layercam").heatmap
+    )
 
     out = tmp_path / "out"  # the same through the command line
-    code, text = _cli(capsys, "explain", wav16, "--out", out, "--model", f"{FIXTURES}:tagger",
+    code, text = _cli(capsys, "explain", "--method", "layercam", wav16, "--out", out, "--model", f"{FIXTURES}:tagger",
                       "--target", name)  # fmt: skip
     assert code == 0, text
     record = json.loads((out / "clip.json").read_text())

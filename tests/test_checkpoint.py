@@ -115,7 +115,9 @@ def test_explain_and_analyze_use_the_checkpoints_front_end(tmp_path, model10, cl
     got = torch.tensor([record["probabilities"][c] for c in model.class_names])
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)
 
-    cfg = AnalyzeConfig(split="all", batch_size=1, figures=False, min_confidence=0.0)
+    cfg = AnalyzeConfig(
+        split="all", batch_size=1, figures=False, min_confidence=0.0, method="layercam"
+    )
     analyze(folder_dataset(tmp_path / "data"), tmp_path / "batch", model, meta, cfg)
     row = json.loads((tmp_path / "batch" / "manifest.jsonl").read_text().splitlines()[0])
     got = torch.tensor([row["probabilities"][c] for c in model.class_names])

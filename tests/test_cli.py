@@ -34,6 +34,8 @@ def test_explain_end_to_end(tmp_path, ckpt, rng, capsys):
     code = main(
         [
             "explain",
+            "--method",
+            "layercam",
             *[str(p) for p, _ in clips],
             "--out",
             str(out),
@@ -72,7 +74,19 @@ def test_bad_clip_reported_others_processed(tmp_path, ckpt, wav_file, capsys):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     out = tmp_path / "out"
-    code = main(["explain", str(bad), str(wav_file), "--out", str(out), "--checkpoint", str(ckpt)])
+    code = main(
+        [
+            "explain",
+            "--method",
+            "layercam",
+            str(bad),
+            str(wav_file),
+            "--out",
+            str(out),
+            "--checkpoint",
+            str(ckpt),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "bad.wav" in captured.out + captured.err
@@ -82,11 +96,13 @@ def test_bad_clip_reported_others_processed(tmp_path, ckpt, wav_file, capsys):
 
 def test_usage_errors_exit_2(tmp_path, ckpt, wav_file, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["explain", str(wav_file)])  # --out missing
+        main(["explain", "--method", "layercam", str(wav_file)])  # --out missing
     assert info.value.code == 2
     code = main(
         [
             "explain",
+            "--method",
+            "layercam",
             str(wav_file),
             "--out",
             str(tmp_path / "o"),
@@ -104,6 +120,8 @@ def test_unknown_target_and_missing_checkpoint(tmp_path, ckpt, wav_file, capsys)
     code = main(
         [
             "explain",
+            "--method",
+            "layercam",
             str(wav_file),
             "--out",
             str(tmp_path / "o"),
@@ -117,6 +135,8 @@ def test_unknown_target_and_missing_checkpoint(tmp_path, ckpt, wav_file, capsys)
     code = main(
         [
             "explain",
+            "--method",
+            "layercam",
             str(wav_file),
             "--out",
             str(tmp_path / "o"),

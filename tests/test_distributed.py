@@ -92,8 +92,10 @@ def test_torchrun_analyze_equals_one_process(tree, checkpoint, tmp_path):
     common = ["--checkpoint", str(checkpoint), "--split", "all", "--batch-size", "2"]
     common += ["--min-confidence", "0", "--device", "cpu"]
     single, multi = tmp_path / "single", tmp_path / "multi"
-    _cli(["analyze", str(tree), "--out", str(single), *common])
-    res = _cli(["analyze", str(tree), "--out", str(multi), *common], nproc=2)
+    _cli(["analyze", "--method", "layercam", str(tree), "--out", str(single), *common])
+    res = _cli(
+        ["analyze", "--method", "layercam", str(tree), "--out", str(multi), *common], nproc=2
+    )
     assert "6 clips" in res.stdout  # rank 0 printed the merged summary, once
     assert res.stdout.count("6 clips") == 1
 
@@ -118,7 +120,16 @@ def test_torchrun_analyze_is_refused_while_another_run_holds_out(tree, checkpoin
     from listenable.manifest import LOCK, run_lock
 
     out = tmp_path / "busy"
-    args = ["analyze", str(tree), "--out", str(out), "--checkpoint", str(checkpoint)]
+    args = [
+        "analyze",
+        "--method",
+        "layercam",
+        str(tree),
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(checkpoint),
+    ]
     args += ["--split", "all", "--device", "cpu"]
     with run_lock(out):
         res = _cli(args, nproc=2, status=1)
@@ -143,7 +154,9 @@ def test_resume_reads_what_a_killed_sharded_run_left(tree, checkpoint, tmp_path)
     """A sharded run killed before the merge leaves manifest.rank*.jsonl: a later run (here
     one process) skips those clips and merges them into one manifest."""
     model, meta = load_checkpoint(checkpoint)
-    cfg = AnalyzeConfig(split="all", batch_size=2, figures=False, min_confidence=0.0)
+    cfg = AnalyzeConfig(
+        split="all", batch_size=2, figures=False, min_confidence=0.0, method="layercam"
+    )
     data = folder_dataset(tree)
     out = tmp_path / "out"
     part = analyze(data, out, model, meta, cfg, shard=(1, 2), manifest_name="manifest.rank1.jsonl")

@@ -164,16 +164,20 @@ def test_explainer_options_keep_the_explanation(model10, clip):
     in float32 would test rounding: a bin at θ flips with it.)"""
     wave = torch.from_numpy(clip)[None]
     model64, front64 = _float64(model10)
-    base = Explainer(model64, channels_last=False, front_end=front64)(wave.double())
-    fast = Explainer(model64, front_end=front64)(wave.double())
+    base = Explainer(model64, channels_last=False, front_end=front64, method="layercam")(
+        wave.double()
+    )
+    fast = Explainer(model64, front_end=front64, method="layercam")(wave.double())
     _same_in_float64(fast, base, wave)
-    base = Explainer(model10, channels_last=False)(wave)
-    soft = Explainer(model10, channels_last=False, mode="soft")(wave)
-    _agree_in_float32(Explainer(model10)(wave), base, soft)
-    logits = Explainer(model10).logits(wave)  # the forward alone, as the benchmark's limit
+    base = Explainer(model10, channels_last=False, method="layercam")(wave)
+    soft = Explainer(model10, channels_last=False, mode="soft", method="layercam")(wave)
+    _agree_in_float32(Explainer(model10, method="layercam")(wave), base, soft)
+    logits = Explainer(model10, method="layercam").logits(
+        wave
+    )  # the forward alone, as the benchmark's limit
     torch.testing.assert_close(torch.softmax(logits, 1), base.probabilities, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="precision"):
-        Explainer(model10, precision="fp16")
+        Explainer(model10, precision="fp16", method="layercam")
 
 
 def test_cam_batch_passes_equal_one_pass(model10, rng):
@@ -184,14 +188,18 @@ def test_cam_batch_passes_equal_one_pass(model10, rng):
 
     waves = torch.from_numpy(np.stack([scene_like(rng, seconds=1.0) for _ in range(3)]))
     model64, front64 = _float64(model10)
-    whole = Explainer(model64, front_end=front64)(waves.double(), target=[1, 2, 3])
-    split = Explainer(model64, front_end=front64, cam_batch=2)(waves.double(), target=[1, 2, 3])
+    whole = Explainer(model64, front_end=front64, method="layercam")(
+        waves.double(), target=[1, 2, 3]
+    )
+    split = Explainer(model64, front_end=front64, cam_batch=2, method="layercam")(
+        waves.double(), target=[1, 2, 3]
+    )
     assert split.target.tolist() == [1, 2, 3]
     _same_in_float64(split, whole, waves)
-    whole = Explainer(model10)(waves, target=[1, 2, 3])
-    soft = Explainer(model10, mode="soft")(waves, target=[1, 2, 3])
-    split = Explainer(model10, cam_batch=2)(waves, target=[1, 2, 3])
+    whole = Explainer(model10, method="layercam")(waves, target=[1, 2, 3])
+    soft = Explainer(model10, mode="soft", method="layercam")(waves, target=[1, 2, 3])
+    split = Explainer(model10, cam_batch=2, method="layercam")(waves, target=[1, 2, 3])
     assert split.target.tolist() == [1, 2, 3]
     _agree_in_float32(split, whole, soft)
     with pytest.raises(ValueError, match="cam_batch"):
-        Explainer(model10, cam_batch=0)
+        Explainer(model10, cam_batch=0, method="layercam")

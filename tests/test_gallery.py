@@ -539,7 +539,7 @@ def test_analyze_writes_compressed_outputs_the_gallery_uses(tmp_path, monkeypatc
     rate, n = 16_000, 40_000
     wave = torch.from_numpy(_tone(3, n / rate, rate, 1).T.astype(np.float32))
     expl = SimpleNamespace(sample_rate=rate, listenable=0.5 * wave, residual=0.5 * wave)
-    cfg = AnalyzeConfig(audio_format=audio_format)
+    cfg = AnalyzeConfig(audio_format=audio_format, method="layercam")
     out = tmp_path / "run"
     files = _write_outputs(out, "clip <1>", "park", expl, wave, None, cfg, {}, tmp_path / "x.wav")
     suffix = audio.audio_suffix(audio_format)

@@ -162,7 +162,14 @@ def test_explain_refuses_a_ten_minute_clip_in_seconds(ten_minutes, checkpoint, t
     decoded, then explained with a 5.5 GB peak)."""
     started = time.perf_counter()
     status, text = _cli(
-        "explain", ten_minutes, "--out", tmp_path / "out", "--checkpoint", checkpoint
+        "explain",
+        "--method",
+        "layercam",
+        ten_minutes,
+        "--out",
+        tmp_path / "out",
+        "--checkpoint",
+        checkpoint,
     )
     assert time.perf_counter() - started < 10
     assert status == 1
@@ -176,17 +183,35 @@ def test_explain_max_duration_option(tmp_path, checkpoint, monkeypatch):
     clip = tmp_path / "one.wav"
     sf.write(clip, np.zeros((SR, 2), np.float32), SR)
     status, text = _cli(
-        "explain", clip, "--out", tmp_path / "a", "--checkpoint", checkpoint, "--max-duration", 0.75
+        "explain",
+        "--method",
+        "layercam",
+        clip,
+        "--out",
+        tmp_path / "a",
+        "--checkpoint",
+        checkpoint,
+        "--max-duration",
+        0.75,
     )
     assert status == 1 and "1.0 s long, over the 0.75 s limit" in text
     status, text = _cli(
-        "explain", clip, "--out", tmp_path / "b", "--checkpoint", checkpoint, "--max-duration", 2
+        "explain",
+        "--method",
+        "layercam",
+        clip,
+        "--out",
+        tmp_path / "b",
+        "--checkpoint",
+        checkpoint,
+        "--max-duration",
+        2,
     )
     assert status == 0, text
     assert (tmp_path / "b" / "one.listenable.wav").exists()
     for bad in ("0", "-3", "nan"):
         status, text = _cli(
-            "explain", clip, "--out", tmp_path / "c", "--checkpoint", checkpoint,
+            "explain", "--method", "layercam", clip, "--out", tmp_path / "c", "--checkpoint", checkpoint,
             "--max-duration", bad,
         )  # fmt: skip
         assert status == 2 and "--max-duration" in text and "positive number" in text
@@ -201,7 +226,7 @@ def test_explain_of_special_files_via_cli(tmp_path, checkpoint):
     _wav_declaring(rate1, 1)
     clips = ["pipe.wav", "folder.wav", "zero.wav", "one hertz.wav"]
     status, text = _cli(
-        "explain", *(tmp_path / c for c in clips), "--out", tmp_path / "out", "--checkpoint",
+        "explain", "--method", "layercam", *(tmp_path / c for c in clips), "--out", tmp_path / "out", "--checkpoint",
         checkpoint,
     )  # fmt: skip
     assert status == 1

@@ -266,7 +266,16 @@ def test_cli_refuses_in_one_line_with_exit_2(tmp_path, saved, make):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _deadline(60):
         status = main(
-            ["explain", str(clip), "--out", str(tmp_path / "out"), "--checkpoint", str(path)]
+            [
+                "explain",
+                "--method",
+                "layercam",
+                str(clip),
+                "--out",
+                str(tmp_path / "out"),
+                "--checkpoint",
+                str(path),
+            ]
         )
     text = out.getvalue() + err.getvalue()
     assert status == 2 and "Traceback" not in text and "\x1b" not in text

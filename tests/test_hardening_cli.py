@@ -140,7 +140,16 @@ def test_device_cuda_without_cuda_exits_2(command, scenes, checkpoint, tmp_path,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     clip = scenes / "bus" / "0.wav"
     args = {
-        "explain": ["explain", clip, "--out", tmp_path / "out", "--checkpoint", checkpoint],
+        "explain": [
+            "explain",
+            "--method",
+            "layercam",
+            clip,
+            "--out",
+            tmp_path / "out",
+            "--checkpoint",
+            checkpoint,
+        ],
         "score": ["score", scenes, "--out", tmp_path / "out", "--checkpoint", checkpoint],
         "train": ["train", scenes, "--out", tmp_path / "out" / "m.safetensors"],
     }[command]
@@ -193,7 +202,16 @@ def test_model_function_that_raises_is_one_line_exit_2(scenes, tmp_path):
     factory = tmp_path / "factory.py"
     factory.write_text("def boom():\n    raise RuntimeError('no weights here\\nsecond line')\n")
     clip = scenes / "bus" / "0.wav"
-    status, text = _cli("explain", clip, "--out", tmp_path / "out", "--model", f"{factory}:boom")
+    status, text = _cli(
+        "explain",
+        "--method",
+        "layercam",
+        clip,
+        "--out",
+        tmp_path / "out",
+        "--model",
+        f"{factory}:boom",
+    )
     assert status == 2
     (line,) = _errors(text)
     assert line.endswith("boom() failed (RuntimeError: no weights here)")

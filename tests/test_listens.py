@@ -28,7 +28,11 @@ def test_analysis_of_scenes_says_what_each_class_listens_to(tmp_path):
     data = open_dataset(root, split="all")
     out = tmp_path / "run"
     summary = analyze(
-        data, out, model, meta, AnalyzeConfig(split="all", min_confidence=0.0, figures=False)
+        data,
+        out,
+        model,
+        meta,
+        AnalyzeConfig(split="all", min_confidence=0.0, figures=False, method="layercam"),
     )
     rows = [json.loads(line) for line in (out / "manifest.jsonl").open()]
     events = load_events(root)

@@ -207,7 +207,7 @@ def test_real_pipeline_end_points(model10, clip):
     the deletion curve starts at p_c(x) and ends at p_c(silence)."""
     from listenable.explain import Explainer
 
-    explainer = Explainer(model10)
+    explainer = Explainer(model10, method="layercam")
     wave = torch.from_numpy(clip[:, :48_000])[None]
     spec = explainer.listening(wave)
     with torch.no_grad():

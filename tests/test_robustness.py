@@ -267,7 +267,9 @@ def analyzed(matrix_files, checkpoint):
     root = matrix_files["empty"].parents[1]
     out = root.parent / "analysis"
     model, meta = load_checkpoint(checkpoint)
-    cfg = AnalyzeConfig(split="all", min_confidence=0.0, figures=False, batch_size=4)
+    cfg = AnalyzeConfig(
+        split="all", min_confidence=0.0, figures=False, batch_size=4, method="layercam"
+    )
     with pytest.warns(UserWarning, match="mono"):
         summary = analyze(folder_dataset(root), out, model, meta, cfg)
     return out, read_manifest(out), summary
@@ -301,7 +303,9 @@ def test_bad_input_matrix(key, matrix_files, analyzed, checkpoint, tmp_path, mon
     out = tmp_path / "out"
     if not case.figure:
         _no_figures(monkeypatch)
-    status, text = _cli("explain", path, "--out", out, "--checkpoint", checkpoint)
+    status, text = _cli(
+        "explain", "--method", "layercam", path, "--out", out, "--checkpoint", checkpoint
+    )
     stem = path.stem
     if case.refused:
         # CLI: exit 1, exactly one error line, naming the file and the reason; no outputs
@@ -355,7 +359,9 @@ def test_one_run_reports_every_bad_clip_and_explains_the_rest(
     good = ["int16", "html", "not_utf8_name"]
     keys = [k for k, c in CASES.items() if c.analyze and (c.refused or k in good)]
     clips = [matrix_files[k] for k in keys]
-    status, text = _cli("explain", *clips, "--out", tmp_path, "--checkpoint", checkpoint)
+    status, text = _cli(
+        "explain", "--method", "layercam", *clips, "--out", tmp_path, "--checkpoint", checkpoint
+    )
     assert status == 1
     refused = [k for k in keys if CASES[k].refused]
     assert len(_errors(text)) == len(refused)
@@ -383,7 +389,16 @@ def test_unexpected_failure_of_one_clip_does_not_stop_explain(tmp_path, checkpoi
     clips = [tmp_path / f"{s}.wav" for s in "abc"]
     for clip in clips:
         sf.write(clip, scene_like(rng, seconds=0.5).T, SAMPLE_RATE)
-    status, text = _cli("explain", *clips, "--out", tmp_path / "out", "--checkpoint", checkpoint)
+    status, text = _cli(
+        "explain",
+        "--method",
+        "layercam",
+        *clips,
+        "--out",
+        tmp_path / "out",
+        "--checkpoint",
+        checkpoint,
+    )
     assert status == 1
     (line,) = _errors(text)
     assert str(clips[1]) in line and "ValueError" in line
@@ -399,7 +414,9 @@ def test_unexpected_failure_of_one_clip_does_not_stop_analyze(tmp_path, checkpoi
             tmp_path / "data" / CLASSES[k] / f"{stem}.wav", scene_like(rng, 0.5).T, SAMPLE_RATE
         )
     model, meta = load_checkpoint(checkpoint)
-    cfg = AnalyzeConfig(split="all", min_confidence=0.0, figures=False, batch_size=3)
+    cfg = AnalyzeConfig(
+        split="all", min_confidence=0.0, figures=False, batch_size=3, method="layercam"
+    )
     summary = analyze(folder_dataset(tmp_path / "data"), tmp_path / "out", model, meta, cfg)
     rows = read_manifest(tmp_path / "out")
     assert [rows[s]["status"] for s in "abc"] == ["ok", "error", "ok"]
@@ -422,7 +439,17 @@ def test_sigkill_while_writing_then_resume(tmp_path, checkpoint):
         folder.mkdir(parents=True, exist_ok=True)
         sf.write(folder / f"c{k}.wav", scene_like(rng, seconds=0.5).T, SAMPLE_RATE)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "listenable.cli", "analyze", str(data), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "listenable.cli",
+        "analyze",
+        "--method",
+        "layercam",
+        str(data),
+        "--out",
+        str(out),
+    ]
     cmd += ["--checkpoint", str(checkpoint), "--split", "all", "--min-confidence", "0"]
     cmd += ["--batch-size", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -501,7 +528,9 @@ def test_pickle_checkpoint_refused_by_the_cli(tmp_path, one_clip, kind):
         torch.save({"state_dict": _Boom(marker)}, evil)
     else:
         evil.write_bytes(pickle.dumps(_Boom(marker), protocol=int(kind[-1])))
-    status, text = _cli("explain", one_clip, "--out", tmp_path / "out", "--checkpoint", evil)
+    status, text = _cli(
+        "explain", "--method", "layercam", one_clip, "--out", tmp_path / "out", "--checkpoint", evil
+    )
     assert status == 2  # a model spec that cannot be loaded is a usage error
     (line,) = _errors(text)
     assert str(evil) in line
@@ -550,14 +579,25 @@ def _tamper(path: Path, **changes) -> None:
 def test_tampered_checkpoint_via_cli(tmp_path, one_clip, changes, message):
     path = _checkpoint(tmp_path)
     _tamper(path, **changes)
-    status, text = _cli("explain", one_clip, "--out", tmp_path / "out", "--checkpoint", path)
+    status, text = _cli(
+        "explain", "--method", "layercam", one_clip, "--out", tmp_path / "out", "--checkpoint", path
+    )
     assert status == 2  # a model spec that cannot be loaded is a usage error
     (line,) = _errors(text)
     assert message in line and path.stem in line, line
 
 
 def test_checkpoint_that_is_a_folder(tmp_path, one_clip):
-    status, text = _cli("explain", one_clip, "--out", tmp_path / "out", "--checkpoint", tmp_path)
+    status, text = _cli(
+        "explain",
+        "--method",
+        "layercam",
+        one_clip,
+        "--out",
+        tmp_path / "out",
+        "--checkpoint",
+        tmp_path,
+    )
     assert status in (1, 2)
     (line,) = _errors(text)
     assert str(tmp_path) in line
@@ -566,7 +606,9 @@ def test_checkpoint_that_is_a_folder(tmp_path, one_clip):
 def test_absurd_class_count_is_refused_before_building(tmp_path, one_clip):
     path = _checkpoint(tmp_path)
     _tamper(path, architecture={"n_classes": 10**12})  # 3 PB of weights: fails at once
-    status, text = _cli("explain", one_clip, "--out", tmp_path / "out", "--checkpoint", path)
+    status, text = _cli(
+        "explain", "--method", "layercam", one_clip, "--out", tmp_path / "out", "--checkpoint", path
+    )
     assert status == 2 and len(_errors(text)) == 1
 
 
@@ -605,10 +647,19 @@ def gallery_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root / "cwd")
         results["explain"] = _cli(
-            "explain", data / f"{EVIL}.wav", "--out", root / "explained", "--checkpoint", checkpoint
+            "explain",
+            "--method",
+            "layercam",
+            data / f"{EVIL}.wav",
+            "--out",
+            root / "explained",
+            "--checkpoint",
+            checkpoint,
         )
         results["analyze"] = _cli(
             "analyze",
+            "--method",
+            "layercam",
             data / "list.csv",
             "--out",
             root / "analysis",
@@ -657,7 +708,7 @@ def test_gallery_of_a_name_that_is_not_utf8(tmp_path, checkpoint):
     case = CASES["not_utf8_name"]
     case.make(_case_path(folder, case), np.random.default_rng(6))
     model, meta = load_checkpoint(checkpoint)
-    cfg = AnalyzeConfig(split="all", min_confidence=0.0, figures=False)
+    cfg = AnalyzeConfig(split="all", min_confidence=0.0, figures=False, method="layercam")
     analyze(folder_dataset(tmp_path / "data"), tmp_path / "out", model, meta, cfg)
     assert build_gallery(tmp_path / "out").is_file()
 
@@ -679,7 +730,14 @@ def test_inputs_never_overwritten(tmp_path, checkpoint, layout, monkeypatch):
         sf.write(folder / name, scene_like(rng, seconds=0.5).T, SAMPLE_RATE, format="WAV")
     before = _tree(folder)
     status, text = _cli(
-        "explain", *(folder / n for n in names), "--out", folder, "--checkpoint", checkpoint
+        "explain",
+        "--method",
+        "layercam",
+        *(folder / n for n in names),
+        "--out",
+        folder,
+        "--checkpoint",
+        checkpoint,
     )
     after = _tree(folder)
     for name in names:
@@ -704,7 +762,12 @@ def test_analyze_never_overwrites_its_data(tmp_path, checkpoint):
     before = _tree(data)
     model, meta = load_checkpoint(checkpoint)
     cfg = AnalyzeConfig(
-        split="all", min_confidence=0.0, figures=False, batch_size=4, audio_format="wav"
+        split="all",
+        min_confidence=0.0,
+        figures=False,
+        batch_size=4,
+        audio_format="wav",
+        method="layercam",
     )  # WAV outputs: x.wav's x.original.wav is another clip of the data set
     summary = analyze(folder_dataset(data), data, model, meta, cfg)
     after = _tree(data)
@@ -726,7 +789,9 @@ def test_tau_row_leaving_the_data_root(tmp_path, checkpoint):
         "filename\tscene_label\naudio/a.wav\tairport\naudio/../../etc/passwd\tbus\n"
     )
     out = tmp_path / "out"
-    status, text = _cli("analyze", root, "--out", out, "--checkpoint", checkpoint)
+    status, text = _cli(
+        "analyze", "--method", "layercam", root, "--out", out, "--checkpoint", checkpoint
+    )
     assert status == 1
     (line,) = _errors(text)
     assert "fold1_train.csv, line 3" in line and "leaves the data root" in line
@@ -737,7 +802,9 @@ def test_tau_row_leaving_the_data_root(tmp_path, checkpoint):
 def test_out_that_is_a_file(tmp_path, one_clip, checkpoint):
     target = tmp_path / "not-a-folder"
     target.write_text("keep me")
-    status, text = _cli("explain", one_clip, "--out", target, "--checkpoint", checkpoint)
+    status, text = _cli(
+        "explain", "--method", "layercam", one_clip, "--out", target, "--checkpoint", checkpoint
+    )
     assert status == 2  # a usage error
     (line,) = _errors(text)
     assert str(target) in line

@@ -71,19 +71,29 @@ def test_a_method_missing_from_a_run_fails_its_bars():
     assert [ok for ok, _ in results] == [True, False, False]
 
 
-def test_every_entry_point_defaults_to_one_method():
+def test_every_entry_point_takes_the_models_default_method(model10):
+    """No entry point fixes a method: each leaves it to ``default_method(model)``, which
+    is ``optimised`` where the adapter names the multi-scale start's ``fine_layers`` and
+    LayerCAM where it names none (AST, a user's module)."""
     from listenable.analyze import AnalyzeConfig
-    from listenable.cams import DEFAULT_METHOD, METHODS
+    from listenable.cams import DEFAULT_METHOD, FALLBACK_METHOD, METHODS, default_method
     from listenable.cli.common import add_mask_options
     from listenable.explain import Explainer, explain
+    from listenable.models import Explainable, as_explainable
 
-    assert DEFAULT_METHOD in METHODS
+    assert {DEFAULT_METHOD, FALLBACK_METHOD} <= set(METHODS)
     parser = argparse.ArgumentParser()
     add_mask_options(parser)
-    assert parser.parse_args([]).method == DEFAULT_METHOD
-    assert AnalyzeConfig().method == DEFAULT_METHOD
+    assert parser.parse_args([]).method is None
+    assert AnalyzeConfig().method is None
     for function in (Explainer.__init__, explain):
-        assert inspect.signature(function).parameters["method"].default == DEFAULT_METHOD
+        assert inspect.signature(function).parameters["method"].default is None
+    reference = as_explainable(model10)
+    assert reference.fine_layers and default_method(reference) == "optimised"
+    assert Explainer(reference).method == "optimised"
+    plain = Explainable(model10, front_end=reference.front_end, layer="fusion")
+    assert plain.fine_layers is None and default_method(plain) == "layercam"
+    assert Explainer(plain).method == "layercam"
 
 
 def _with_clips(methods, per_clip, names):

@@ -43,14 +43,13 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from listenable.atomic import write_json, write_text
-from listenable.cams import DEFAULT_METHOD
 from listenable.data.datasets import group_by_length
 from listenable.errors import ListenableError, UsageError
 from listenable.io import load_for
@@ -101,7 +100,9 @@ class AnalyzeConfig:
     split: str = "train"
     min_confidence: float = 0.8
     correct_only: bool = False
-    method: str = DEFAULT_METHOD
+    #: the attribution method; ``None``: the model's default
+    #: (:func:`~listenable.cams.default_method`), recorded in the manifest and summary
+    method: str | None = None
     layer: str | None = None
     percentile: float = DEFAULT_PERCENTILE
     delta: float = DEFAULT_DELTA
@@ -129,7 +130,7 @@ class AnalyzeConfig:
         _choice("mode", self.mode, MODES)
         _choice("threshold_on", self.threshold_on, THRESHOLD_ON)
         _choice("audio_format", self.audio_format, tuple(AUDIO_FORMATS))
-        if not isinstance(self.method, str) or not self.method:
+        if self.method is not None and (not isinstance(self.method, str) or not self.method):
             raise AnalyzeConfigError(
                 f"method (--method) must be a method name, got {self.method!r}"
             )
@@ -307,6 +308,7 @@ def _analyze(data, out, model, meta, cfg, progress, on_plan, shard, manifest_nam
         explainable_for(model, meta), method=cfg.method, method_options=cfg.method_options,
         **options,
     )  # fmt: skip
+    cfg = replace(cfg, method=explainer.method)  # the model's default, where none was named
     comparers = {
         m: Explainer(explainer.model, method=m, **options) for m in cfg.compare if m != cfg.method
     }

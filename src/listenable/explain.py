@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from listenable.cams import DEFAULT_METHOD, get_method
+from listenable.cams import default_method, get_method
 from listenable.io import check_waveform, load_for
 from listenable.masking import (
     DEFAULT_DELTA,
@@ -102,7 +102,9 @@ class Explainer:
     model's rate (``explainer.front_end.sample_rate`` and ``.channels``) returns a batched
     :class:`Explanation`. ``model`` is an :class:`~listenable.models.Explainable`, or a
     reference model / small CNN (wrapped by its adapter), or any module together with
-    ``front_end``.
+    ``front_end``. ``method=None`` takes :func:`~listenable.cams.default_method` of the
+    model (``optimised`` where its adapter names ``fine_layers``, else ``layercam``);
+    ``explainer.method`` says which.
 
     Speed options (the explanation is the same up to float rounding):
 
@@ -121,7 +123,7 @@ class Explainer:
         self,
         model: Explainable | nn.Module,
         *,
-        method: str = DEFAULT_METHOD,
+        method: str | None = None,
         layer: str | None = None,
         percentile: float = DEFAULT_PERCENTILE,
         delta: float = DEFAULT_DELTA,
@@ -145,6 +147,7 @@ class Explainer:
         self.front_end = self.model.front_end
         self.listening = self.model.listening
         self.projection = Projection(self.front_end, self.listening)
+        method = method or default_method(self.model)
         cls = get_method(method)
         options = dict(method_options or {})
         if getattr(cls, "uses_spectrum", False):  # it re-runs the mask: hand it ours
@@ -323,7 +326,7 @@ def explain(
     model: Explainable | nn.Module | None = None,
     *,
     target=None,
-    method: str = DEFAULT_METHOD,
+    method: str | None = None,
     layer: str | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     delta: float = DEFAULT_DELTA,
@@ -343,7 +346,8 @@ def explain(
         target: class index or name to explain (one per clip for a batch); ``None`` = the
             predicted class (the top tag of a multi-label model).
         method, layer: the attribution method and the layer it reads (default:
-            :data:`~listenable.cams.DEFAULT_METHOD`, LayerCAM, on the model's default layer —
+            :func:`~listenable.cams.default_method`, ``optimised`` where the model's adapter
+            names ``fine_layers``, else ``layercam``; on the model's default layer —
             ``fusion`` for the reference model).
         percentile, delta, mode, threshold_on: the mask (see :mod:`listenable.masking`):
             θ is the ``percentile``-th percentile of the heatmap's own cells

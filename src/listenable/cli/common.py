@@ -56,11 +56,14 @@ def add_model_options(p: argparse.ArgumentParser, *, layer: bool = True) -> None
 
 
 def add_mask_options(p: argparse.ArgumentParser) -> None:
-    from listenable.cams import DEFAULT_METHOD
+    from listenable.cams import DEFAULT_METHOD, FALLBACK_METHOD
     from listenable.masking import DEFAULT_DELTA, DEFAULT_PERCENTILE, DEFAULT_THRESHOLD_ON
 
     p.add_argument(
-        "--method", default=DEFAULT_METHOD, help="attribution method (default %(default)s)"
+        "--method",
+        default=None,
+        help=f"attribution method (default {DEFAULT_METHOD} where the model's adapter names "
+        f"fine_layers: the reference network, the small CNN, CNN14; else {FALLBACK_METHOD})",
     )
     p.add_argument(
         "--percentile",

@@ -13,7 +13,9 @@ classifier.
 
 Layer geometry is derived from the model (:func:`listenable.geometry.probe`) once per
 layer and cached; adapters can declare layers the probe cannot see through (transformer
-tokens) and the layer groups a multi-scale method reads (``fine_layers``).
+tokens) and the layer groups a multi-scale method reads (``fine_layers``; a model that
+names them is explained by ``optimised`` by default, else by LayerCAM:
+:func:`listenable.cams.default_method`).
 
 Shapes:
     waveform  (batch, front_end.channels, samples)   at front_end.sample_rate
@@ -50,7 +52,8 @@ class Explainable:
             ``front_end.layout``; the layer geometry is measured on it.
         layers: declared :class:`~listenable.geometry.Layer` objects by name.
         fine_layers: groups of layer names for the multi-scale method (each group tiles
-            the frequency rows; coarse to fine).
+            the frequency rows; coarse to fine); naming them makes ``optimised`` the
+            model's default method.
         listening: the STFT the mask lives on (default: the front end's own).
         probe_seconds: clip length the geometry is probed at.
         name: the family, for reports.

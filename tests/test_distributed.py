@@ -166,6 +166,25 @@ def test_resume_reads_what_a_killed_sharded_run_left(tree, checkpoint, tmp_path)
     assert len(read_manifest(out)) == 6 and not list(out.glob("manifest.rank*"))
 
 
+def test_a_shard_hands_the_merge_the_method_it_resolved(tmp_path, model10, rng):
+    """With no method named, each rank takes the model's default; rank 0 writes the summary
+    from the settings its shard returns, so they must name that method, not ``None``."""
+    from tests.conftest import scene_like
+
+    (tmp_path / "data" / "bus").mkdir(parents=True)
+    sf.write(tmp_path / "data" / "bus" / "a.wav", scene_like(rng, 0.5).T, 48_000)
+    cfg = AnalyzeConfig(split="all", batch_size=1, figures=False, min_confidence=0.0)
+    assert cfg.method is None
+    out = tmp_path / "out"
+    part = analyze(
+        folder_dataset(tmp_path / "data"), out, model10, {}, cfg, shard=(0, 2),
+        manifest_name="manifest.rank0.jsonl",
+    )  # fmt: skip
+    assert part["cfg"].method == "optimised"  # model10 names fine_layers
+    (row,) = [json.loads(line) for line in (out / "manifest.rank0.jsonl").open()]
+    assert row["method"] == "optimised"
+
+
 def test_rank_from_env(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)

@@ -379,7 +379,7 @@ def _analyze(data, out, model, meta, cfg, progress, on_plan, shard, manifest_nam
                 )
     elapsed = time.perf_counter() - t0
     if world > 1:
-        return {"processed": processed, "seconds": elapsed, "meta": meta, "plan": plan}
+        return {"processed": processed, "seconds": elapsed, "meta": meta, "plan": plan, "cfg": cfg}
     return finish(out, plan, cfg, meta, processed, elapsed)
 
 

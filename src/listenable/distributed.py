@@ -210,6 +210,7 @@ def analyze(
         seconds = _reduce(part["seconds"], dist.ReduceOp.MAX)  # also the barrier before merging
         summary = None
         meta = part.get("meta", meta)  # with the model's class names, rate and STFT
+        cfg = part.get("cfg", cfg)  # with the method resolved for the model
         if rank.is_main:
             summary = run.finish(out, part["plan"], cfg, meta, processed, seconds)
             summary["world_size"] = rank.world_size

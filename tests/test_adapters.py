@@ -407,11 +407,9 @@ def test_ast_tokens_become_the_patch_grid(ast, ast_model):
 def test_ast_last_layer_gets_no_gradient_but_the_default_does(ast, ast_clips):
     """The classifier reads only the CLS and distillation tokens of the last layer's
     output: Grad-CAM there is empty, which is why the default is that layer's input."""
-    last = Explainer(ast, layer="audio_spectrogram_transformer.layers.1", method="layercam")(
-        ast_clips
-    )
+    last = Explainer(ast, layer="audio_spectrogram_transformer.layers.1")(ast_clips)
     assert float(last.heatmap.abs().max()) == 0.0 and bool(last.empty.all())
-    default = Explainer(ast, method="layercam")(ast_clips)
+    default = Explainer(ast)(ast_clips)
     assert float(default.heatmap.abs().max()) > 0 and not bool(default.empty.any())
 
 
@@ -427,7 +425,8 @@ def test_ast_batch_equals_items_and_listenable_is_sound(ast, ast_clips):
 
 
 def test_ast_explains_a_label_that_is_not_the_top_one(ast, ast_clips):
-    explainer = Explainer(ast, method="layercam")
+    explainer = Explainer(ast)  # no fine_layers: the default is LayerCAM
+    assert explainer.method == "layercam"
     targets, indices = _not_top_targets(explainer, ast_clips)
     result = explainer(ast_clips, targets)
     assert result.target.tolist() == indices
@@ -486,7 +485,7 @@ def test_ast_from_a_local_folder(tmp_path, ast_clips):
     with torch.no_grad():
         assert torch.equal(loaded(features), model(features).logits)
     assert loaded.layer().canonical(torch.zeros(2, 2 + 12 * 29, 32)).shape == (2, 32, 12, 29)
-    result = Explainer(loaded, method="layercam")(ast_clips)
+    result = Explainer(loaded)(ast_clips)
     assert result.heatmap.shape == (2, 12, 29) and not bool(result.empty.any())
 
 
@@ -590,7 +589,7 @@ def test_ast_family_oracle_listenable_lies_in_the_evidence():
     model = Explainable(oracle, fe, layers={"tokens": layer}, layer="tokens",
                         activation="sigmoid", class_names=list(tones))  # fmt: skip
     assert model.layer().geometry == LayerGeometry(Axis(10.0, 7.5), Axis(10.0, 7.5), (0, 126))
-    explainer = Explainer(model, method="layercam")
+    explainer = Explainer(model)
     wave = _two_tones(16_000, 2.5, tones["low"], tones["high"])
     result = explainer(wave.expand(2, 1, -1), [0, "high"])
     assert result.class_name == ["low", "high"]

@@ -93,14 +93,15 @@ def test_own_model_that_pools_frequency_is_explained():
     model = Explainable(pooled_net(), fe, probe_seconds=2.0)
     x = scene_like(np.random.default_rng(5), seconds=1.5, sr=16_000, channels=1)
     wave = torch.from_numpy(x)
-    e = listenable.explain(wave, model, method="layercam")
+    e = listenable.explain(wave, model)
+    assert e.settings["method"] == "layercam"  # the default where no fine_layers are named
 
     stft = model.listening
     frames = stft.frames(wave.shape[-1])
     assert e.mask.shape == (stft.n_fft // 2 + 1, frames)
     assert float(e.mask.min()) >= 0.0 and float(e.mask.max()) <= 1.0
     assert not e.empty and 0.05 < float(e.mask_area) < 0.95  # not all, not none
-    on_bins = listenable.explain(wave, model, threshold_on="stft", method="layercam")
+    on_bins = listenable.explain(wave, model, threshold_on="stft")
     assert 0.2 < float(on_bins.mask_area) < 0.3  # θ over the bins: the top quarter of them
     # "auto": the last layer with a time axis before the global mean (pool2), by name
     assert e.layer == "pool2" == e.settings["layer"]

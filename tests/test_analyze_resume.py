@@ -40,9 +40,10 @@ def _folder(root, names: dict[str, list[str]]):
 
 def _run(data, out, small, **cfg):
     model, meta = small
-    cfg = {"split": "all", "min_confidence": 0.0, "figures": False, "batch_size": 2, **cfg}
+    cfg = {"split": "all", "min_confidence": 0.0, "figures": False, "batch_size": 2,
+           "method": "layercam", **cfg}  # fmt: skip
     dataset = data if hasattr(data, "paths") else folder_dataset(data)
-    return analyze(dataset, out, model, meta, AnalyzeConfig(**cfg, method="layercam"))
+    return analyze(dataset, out, model, meta, AnalyzeConfig(**cfg))
 
 
 def _ids(out) -> list[str]:
@@ -64,6 +65,21 @@ def test_other_settings_are_explained_again(tmp_path, small):
     assert {r["fingerprint"] for r in rows.values()} == {second["fingerprint"]}
     assert all(rows[c]["mask_area"] > areas[c] + 0.2 for c in areas)  # θ = 10th percentile
     assert second["totals"]["clips"] == 2
+
+
+def test_a_run_resumed_with_another_default_method_says_which(tmp_path, small, caplog):
+    """Rows made with LayerCAM (the default before) resumed without a method: the model's
+    default now (``optimised``) is another setting, so every clip is explained again, and
+    the warning names both methods and the option that keeps the old rows."""
+    data = _folder(tmp_path / "data", {"bus": ["a", "b"]})
+    out = tmp_path / "out"
+    _run(data, out, small)
+    with caplog.at_level("WARNING", logger="listenable.analyze"):
+        summary = _run(data, out, small, method=None)
+    assert summary["processed_this_run"] == 2 and summary["settings"]["method"] == "optimised"
+    assert "they were explained with layercam, this run uses optimised" in caplog.text
+    assert "(--method layercam keeps them)" in caplog.text
+    assert {r["method"] for r in read_manifest(out).values()} == {"optimised"}
 
 
 def test_rows_of_another_data_set_are_dropped_not_counted(tmp_path, small):

@@ -21,6 +21,27 @@ def ckpt(tmp_path_factory):
     )
 
 
+def test_explain_without_a_method_takes_and_names_the_models_default(tmp_path, rng, capsys):
+    """No --method: the shipped small CNN (it names fine_layers) is explained by
+    ``optimised``, the CLI says so and the record keeps it; naming another layer than the
+    model's own gives that layer's map (LayerCAM), not a multi-scale map that would refuse
+    it."""
+    from tests.conftest import scene_like
+
+    clip = tmp_path / "a.wav"
+    sf.write(clip, scene_like(rng, seconds=1.0, sr=16_000, channels=1).T, 16_000)
+    runs = {"default": [], "block2": ["--layer", "block2"]}
+    for name, extra in runs.items():
+        out = tmp_path / name
+        code = main(["explain", str(clip), "--out", str(out), "--model", "small", *extra])
+        printed = capsys.readouterr().out
+        method = "optimised" if name == "default" else "layercam"
+        assert code == 0 and f"with {method} to" in printed
+        record = json.loads((out / "a.json").read_text())
+        assert record["settings"]["method"] == method
+    assert record["settings"]["layer"] == "block2"
+
+
 def test_explain_end_to_end(tmp_path, ckpt, rng, capsys):
     from tests.conftest import scene_like
 

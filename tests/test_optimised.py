@@ -73,6 +73,30 @@ def _start(model, feats, target=None):
     return start / start.flatten(1).amax(dim=1)[:, None, None]
 
 
+def test_only_the_clips_below_the_margin_take_the_edit_passes(model10):
+    """A clip that reaches the margin stops costing passes: with the margin between two
+    clips' starting leads, the first gap is taken on both and every later pass (at most 3
+    steps, each followed by a gap) on the lower clip alone. Counted by the batch sizes the
+    model sees."""
+    spectrum, feats = _clip_and_features(batch=2, seed=3)
+    probe = OptimisedMask(model10, steps=0)
+    start = probe(feats, spectrum=spectrum)
+    length = (spectrum.shape[-1] - 1) * 1024
+    with torch.no_grad():
+        gap = probe.gap(start.heatmap, spectrum, length, start.target, feats)
+    assert float((gap[0] - gap[1]).abs()) > 1e-2  # a real margin between the two
+    sizes = []
+    hook = model10.register_forward_hook(lambda _m, inputs, _o: sizes.append(len(inputs[0])))
+    try:
+        MultiScaleCAM(model10, fill=0.05)(feats)
+        n_start, sizes[:] = len(sizes), []
+        OptimisedMask(model10, margin=float(gap.mean()), steps=3)(feats, spectrum=spectrum)
+    finally:
+        hook.remove()
+    edit = sizes[n_start:]  # the first gap on both, then 1-3 steps on the lower clip only
+    assert edit[0] == 2 and 2 <= len(edit) <= 4 and set(edit[1:]) == {1}, edit
+
+
 def test_batch_clips_are_independent(model10):
     """Each clip of a batch is edited against its own features, spectrum and target only:
     replacing the other clip (audio and target), or only the other clip's target, leaves a

@@ -137,17 +137,19 @@ def test_listenable_plus_residual_is_the_input(model10, wave, mode):
     kind=st.sampled_from(["noise", "dc", "square"]),
     exponent=st.integers(4, 38),
     seed=st.integers(0, 2**16),
+    method=st.sampled_from(["layercam", "optimised"]),  # the two defaults
 )
-def test_any_finite_amplitude_is_explained_or_refused(model10, kind, exponent, seed):
+def test_any_finite_amplitude_is_explained_or_refused(model10, kind, exponent, seed, method):
     """Above 1e3 samples are no longer audio in [-1, 1]; up to ``MAX_PEAK`` the outputs stay
-    finite, beyond it (where the float32 power spectrum overflows) the clip is refused."""
+    finite (also through the optimised edit's passes), beyond it (where the float32 power
+    spectrum overflows) the clip is refused."""
     wave = _waveform(kind, 0.5, exponent, seed)
     assert torch.isfinite(wave).all()
     if float(wave.abs().max()) > MAX_PEAK:
         with pytest.raises(AudioError, match="not audio scaled"):
-            explain(wave, model10, method="layercam")
+            explain(wave, model10, method=method)
     else:
-        assert _finite(explain(wave, model10, method="layercam"))
+        assert _finite(explain(wave, model10, method=method))
 
 
 # --------------------------------------------------------------------------- mapping

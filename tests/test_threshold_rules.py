@@ -91,6 +91,8 @@ def test_every_entry_point_takes_the_models_default_method(model10):
     reference = as_explainable(model10)
     assert reference.fine_layers and default_method(reference) == "optimised"
     assert Explainer(reference).method == "optimised"
+    assert default_method(reference, "fusion") == "optimised"  # its own layer, named
+    assert default_method(reference, "low.stage3") == "layercam"  # another layer's map
     plain = Explainable(model10, front_end=reference.front_end, layer="fusion")
     assert plain.fine_layers is None and default_method(plain) == "layercam"
     assert Explainer(plain).method == "layercam"

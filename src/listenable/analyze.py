@@ -328,9 +328,17 @@ def _analyze(data, out, model, meta, cfg, progress, on_plan, shard, manifest_nam
     if failed:
         log.info("%s: %d clip(s) that failed before are tried again", out, failed)
     if stale:
+        rows = [done[plan.ids[i]] for i in todo if plan.ids[i] in done]
+        before = sorted({str(r.get("method")) for r in rows if r.get("method")} - {cfg.method})
+        hint = (
+            f"; they were explained with {', '.join(before)}, this run uses {cfg.method} "
+            f"(--method {before[0]} keeps them)"
+            if before
+            else ""
+        )
         log.warning(
             "%s: %d clip(s) explained with other settings, for another file or with files "
-            "missing are explained again", out, stale,
+            "missing are explained again%s", out, stale, hint,
         )  # fmt: skip
     if on_plan:
         on_plan(len(todo), len(mine) - len(todo))

@@ -103,8 +103,9 @@ class Explainer:
     :class:`Explanation`. ``model`` is an :class:`~listenable.models.Explainable`, or a
     reference model / small CNN (wrapped by its adapter), or any module together with
     ``front_end``. ``method=None`` takes :func:`~listenable.cams.default_method` of the
-    model (``optimised`` where its adapter names ``fine_layers``, else ``layercam``);
-    ``explainer.method`` says which.
+    model (``optimised`` where its adapter names ``fine_layers``, else ``layercam``, also
+    when another ``layer`` than the model's default is named); ``explainer.method`` says
+    which.
 
     Speed options (the explanation is the same up to float rounding):
 
@@ -147,7 +148,7 @@ class Explainer:
         self.front_end = self.model.front_end
         self.listening = self.model.listening
         self.projection = Projection(self.front_end, self.listening)
-        method = method or default_method(self.model)
+        method = method or default_method(self.model, layer)
         cls = get_method(method)
         options = dict(method_options or {})
         if getattr(cls, "uses_spectrum", False):  # it re-runs the mask: hand it ours

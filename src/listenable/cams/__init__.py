@@ -61,20 +61,24 @@ METHODS: dict[str, type] = {
 #: the decision. On real-recording scenes it is the one method that met issue 12's default
 #: bars on both trained families (small model, 84 clips: precision 0.708 against its shuffled
 #: floor's 0.533 at Fid-In 0.85; reference network, 14 epochs: 0.702 against 0.587 at 0.86),
-#: where LayerCAM kept the decision on 0.57 and 0.26 of the clips. It costs 2–3x LayerCAM's
-#: time. Measurements: ``docs/evaluation-results.md``, first section.
+#: where LayerCAM kept the decision on 0.57 and 0.26 of the clips. Per explanation it costs
+#: 13–19x LayerCAM's time on a CPU (1.1 s and 4.5 s per 10 s clip on those two models:
+#: ``benchmarks/method_cost.py``). Measurements: ``docs/evaluation-results.md``, first
+#: section.
 DEFAULT_METHOD = "optimised"
 #: The default where the adapter names no ``fine_layers`` (AST, a user's model): LayerCAM,
 #: which reads any layer of any family in one backward pass.
 FALLBACK_METHOD = "layercam"
 
 
-def default_method(model) -> str:
+def default_method(model, layer: str | None = None) -> str:
     """The method an entry point uses for ``model`` (an
     :class:`~listenable.models.Explainable`) when none is named: :data:`DEFAULT_METHOD` if
-    its adapter names the layer groups the multi-scale start needs (``fine_layers``), else
-    :data:`FALLBACK_METHOD`."""
-    return DEFAULT_METHOD if getattr(model, "fine_layers", None) else FALLBACK_METHOD
+    its adapter names the layer groups the multi-scale start needs (``fine_layers``) and
+    ``layer`` is its default one, else :data:`FALLBACK_METHOD` (a layer of the user's
+    choosing is explained on that layer's own grid)."""
+    own_layer = layer in (None, "auto", getattr(model, "default_layer", None))
+    return DEFAULT_METHOD if getattr(model, "fine_layers", None) and own_layer else FALLBACK_METHOD
 
 
 def get_method(name: str) -> type:

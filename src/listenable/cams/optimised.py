@@ -146,7 +146,8 @@ class OptimisedMask(CAM):
         return (soft + (real - soft).detach()).masked_fill(floor, 0.0)
 
     def gap(self, z: torch.Tensor, spectrum: torch.Tensor, length: int, target, like):
-        """The explained class's logit lead over the runner-up on the masked clips."""
+        """The explained class's logit lead over the runner-up on the masked clips (``like``:
+        features whose memory format the model's input should follow)."""
         mask = self.mask(z, spectrum.shape[-1])
         with torch.autocast(spectrum.device.type, enabled=False):
             feats = self.model.masked_inputs(spectrum, mask, length)
@@ -179,18 +180,22 @@ class OptimisedMask(CAM):
         taken = torch.zeros(len(z), dtype=torch.long, device=z.device)
         with frozen_parameters(self.model), torch.enable_grad():
             for step in range(self.steps + 1):
-                if not bool(active.any()):
+                # only the clips still below the margin take the passes: a batch costs the
+                # sum of its clips' steps, not its slowest clip's steps times its size
+                rows = active.nonzero()[:, 0]
+                if len(rows) == 0:
                     break
-                z = z.detach().requires_grad_(True)
-                gap = self.gap(z, spectrum, length, start.target, features)
-                active = active & (gap.detach() < self.margin)
-                if step == self.steps or not bool(active.any()):
+                zr = z[rows].detach().requires_grad_(True)
+                gap = self.gap(zr, spectrum[rows], length, start.target[rows], features)
+                below = gap.detach() < self.margin
+                active[rows] = below
+                if step == self.steps or not bool(below.any()):
                     break
-                (grad,) = torch.autograd.grad(torch.relu(self.margin - gap).sum(), z)
+                (grad,) = torch.autograd.grad(torch.relu(self.margin - gap).sum(), zr)
                 scale = grad.abs().flatten(1).amax(dim=1).clamp_min(1e-30)[:, None, None]
-                move = torch.where(active[:, None, None], grad / scale, 0.0)
-                z = (z.detach() - self.step_size * move).clamp_(0.0, 1.0)
-                taken += active.long()
+                move = torch.where(below[:, None, None], grad / scale, 0.0)
+                z[rows] = (zr.detach() - self.step_size * move).clamp_(0.0, 1.0)
+                taken[rows] += below.long()
         log.debug("optimised mask: edit steps per clip %s", taken.tolist())
         return CAMResult(
             heatmap=z.detach(), logits=start.logits, target=start.target, geometry=self.geometry

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
         default="",
         metavar="METHODS",
         help="comma-separated methods also computed for every selected clip, side by side "
-        "with --method in the gallery (e.g. optimised,multiscale)",
+        "with --method in the gallery (e.g. layercam,gradcam)",
     )
     add_audio_format(p)
     p.add_argument("--batch-size", type=int, default=8)
@@ -145,6 +145,7 @@ def _print_summary(summary: dict, out: Path) -> None:
     print(
         f"{totals['clips']} clips, {totals['selected']} selected, {totals['failed']} failed"
         + (f", accuracy {acc:.3f}" if acc is not None else "")
+        + f"; method {summary['settings']['method']}"
     )
     for name, entry in summary["classes"].items():
         acc = entry["accuracy"]

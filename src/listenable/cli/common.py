@@ -63,7 +63,8 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         "--method",
         default=None,
         help=f"attribution method (default {DEFAULT_METHOD} where the model's adapter names "
-        f"fine_layers: the reference network, the small CNN, CNN14; else {FALLBACK_METHOD})",
+        f"fine_layers: the reference network, the small CNN, CNN14; else, or with another "
+        f"--layer than the model's, {FALLBACK_METHOD})",
     )
     p.add_argument(
         "--percentile",

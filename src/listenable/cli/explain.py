@@ -45,8 +45,9 @@ def run(args) -> int:
                 **common.mask_settings(args),
             )
         failures = _explain_all(args, writer, refused, model.front_end.sample_rate)
+    method = f" with {writer.explainer.method}" if writer is not None else ""
     print(
-        f"wrote {len(args.clips) - failures} explanation(s) to {args.out}"
+        f"wrote {len(args.clips) - failures} explanation(s){method} to {args.out}"
         + (f"; {failures} clip(s) failed" if failures else "")
     )
     return 1 if failures else 0

@@ -77,7 +77,7 @@ def default_method(model, layer: str | None = None) -> str:
     its adapter names the layer groups the multi-scale start needs (``fine_layers``) and
     ``layer`` is its default one, else :data:`FALLBACK_METHOD` (a layer of the user's
     choosing is explained on that layer's own grid)."""
-    own_layer = layer in (None, "auto", getattr(model, "default_layer", None))
+    own_layer = layer in (None, "auto") or layer == getattr(model, "default_layer", None)
     return DEFAULT_METHOD if getattr(model, "fine_layers", None) and own_layer else FALLBACK_METHOD
 
 

@@ -185,13 +185,14 @@ class Explainable:
         return self.front_end(waveform)
 
     def masked_inputs(
-        self, spectrum: torch.Tensor, mask: torch.Tensor, length: int
+        self, spectrum: torch.Tensor, mask: torch.Tensor, length: int, *, audio: bool = False
     ) -> torch.Tensor:
         """The module's input for the clip whose listening STFT is ``mask ⊙ spectrum``
         (differentiable in ``mask``). Where the front end shares the listening STFT, its
         features come from the masked power ``M² |X|²`` directly (the inverse STFT of a
-        smooth mask changes them very little); otherwise through the inverse STFT."""
-        if self.input == "features" and self.front_end.shares_stft(self.listening):
+        smooth mask changes them very little); otherwise, or with ``audio=True``, through
+        the inverse STFT (the listenable output itself, as the listener hears it)."""
+        if not audio and self.input == "features" and self.front_end.shares_stft(self.listening):
             power = spectrum.real.square() + spectrum.imag.square()
             masked = power * mask.square()[:, None]
             if self.front_end.power != 2.0:

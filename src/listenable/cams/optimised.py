@@ -166,9 +166,7 @@ class OptimisedMask(CAM):
         features whose memory format the model's input should follow)."""
         mask = self.mask(z, spectrum.shape[-1])
         with torch.autocast(spectrum.device.type, enabled=False):
-            feats = self.model.masked_inputs(
-                spectrum, mask, length, audio=self.apply_to == "audio"
-            )
+            feats = self.model.masked_inputs(spectrum, mask, length, audio=self.apply_to == "audio")
         if (
             feats.ndim == 4
             and like.is_contiguous(memory_format=torch.channels_last)

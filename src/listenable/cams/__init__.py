@@ -58,10 +58,12 @@ METHODS: dict[str, type] = {
 
 #: The default method where the model's adapter names ``fine_layers`` (the reference
 #: network, the small CNN, CNN14): the multi-scale map, edited until the masked clip keeps
-#: the decision. On real-recording scenes it is the one method that met issue 12's default
-#: bars on both trained families (small model, 84 clips: precision 0.708 against its shuffled
-#: floor's 0.533 at Fid-In 0.85; reference network, 14 epochs: 0.702 against 0.587 at 0.86),
-#: where LayerCAM kept the decision on 0.57 and 0.26 of the clips. Per explanation it costs
+#: the decision (scored on the re-synthesised audio). On real-recording scenes it is the one
+#: method that met issue 12's default bars on both trained families (small model, 84 clips:
+#: precision 0.717 against its shuffled floor's 0.537 at Fid-In 0.95; reference network,
+#: 14 epochs: 0.721 against 0.584 at 0.86), where LayerCAM kept the decision on 0.57 and
+#: 0.26 of the clips; on the 6-epoch network it misses the +0.10 margin (0.704 against
+#: 0.626 at Fid-In 0.64). Per explanation it costs
 #: 13–19x LayerCAM's time on a CPU (1.1 s and 4.5 s per 10 s clip on those two models:
 #: ``benchmarks/method_cost.py``). Measurements: ``docs/evaluation-results.md``, first
 #: section.

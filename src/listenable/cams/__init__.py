@@ -63,10 +63,9 @@ METHODS: dict[str, type] = {
 #: precision 0.717 against its shuffled floor's 0.537 at Fid-In 0.95; reference network,
 #: 14 epochs: 0.721 against 0.584 at 0.86), where LayerCAM kept the decision on 0.57 and
 #: 0.26 of the clips; on the 6-epoch network it misses the +0.10 margin (0.704 against
-#: 0.626 at Fid-In 0.64). Per explanation it costs
-#: 13–19x LayerCAM's time on a CPU (1.1 s and 4.5 s per 10 s clip on those two models:
-#: ``benchmarks/method_cost.py``). Measurements: ``docs/evaluation-results.md``, first
-#: section.
+#: 0.626 at Fid-In 0.64). Per explanation it costs 13–19x LayerCAM's time on a CPU (1.1 s
+#: and 4.5 s per 10 s clip on the small and reference models: ``benchmarks/method_cost.py``).
+#: Measurements: ``docs/evaluation-results.md``, first section.
 DEFAULT_METHOD = "optimised"
 #: The default where the adapter names no ``fine_layers`` (AST, a user's model): LayerCAM,
 #: which reads any layer of any family in one backward pass.
